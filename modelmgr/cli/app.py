@@ -1,0 +1,85 @@
+"""The ``modelmgr`` command: the Typer app, the root options, and the one place where errors
+become messages and exit codes (tracebacks only with ``--debug``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..errors import EXIT_TABLE, ExitCode, ModelMgrError
+from . import pull
+from .common import STATE, load_settings, report_error, stderr_console
+
+app = typer.Typer(
+    name="modelmgr", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    help="Pull quantized diffusion-model bundles fast, verified, into ComfyUI's layout.",
+    epilog="Exit codes: " + "; ".join(f"{r.code} {r.meaning}" for r in EXIT_TABLE))
+app.add_typer(pull.app, name="pull")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"modelmgr {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit."),
+         debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    """modelmgr: model asset manager and downloader."""
+    STATE.debug = debug
+
+
+@app.command("env")
+def env(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Show the effective settings and where they come from (tokens masked)."""
+    STATE.json = as_json
+    rows = load_settings().describe()
+    if as_json:
+        print(json.dumps({var: value for var, value, _ in rows}, indent=2))
+        return
+    table = Table("variable", "value", "meaning", title=f"modelmgr {__version__}")
+    for var, value, help_text in rows:
+        table.add_row(var, value, help_text)
+    Console(no_color=bool(os.environ.get("NO_COLOR"))).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="modelmgr", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        print("interrupted; partial downloads are kept, run the same command to resume",
+              file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except ModelMgrError as err:
+        if STATE.debug:
+            traceback.print_exc()
+        report_error(err)
+        sys.exit(err.exit_code)
+    except Exception:  # noqa: BLE001 - the last line of defence: say it is a bug
+        if STATE.debug:
+            raise
+        err = ModelMgrError(f"internal error: {sys.exc_info()[1]!r}",
+                            "run again with --debug and report the traceback")
+        report_error(err)
+        sys.exit(ExitCode.INTERNAL)
