@@ -53,21 +53,28 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
     Console(no_color=bool(os.environ.get("NO_COLOR"))).print(table)
 
 
+def _click_family(name: str, *roots: type) -> tuple[type, ...]:
+    """The click exception class ``name`` as click and typer's bundled copy of click define it."""
+    found = {getattr(click.exceptions, name)}
+    for root in roots:
+        found.update(c for c in root.__mro__ if c.__name__ == name)
+    return tuple(found)
+
+
+_CLICK_ERRORS = _click_family("ClickException", typer.BadParameter)
+_ABORTS = _click_family("Abort", typer.Abort)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="modelmgr", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _CLICK_ERRORS as exc:
         exc.show()
         sys.exit(ExitCode.USAGE)
-    except click.exceptions.Abort:
-        print("interrupted", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, *_ABORTS):
         print("interrupted; partial downloads are kept, run the same command to resume",
               file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)

@@ -1,0 +1,67 @@
+"""Real ``modelmgr pull`` processes: killed with SIGKILL and resumed; two at once on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+from modelmgr.download.state import load_state, state_path
+from tests.procs import run_cli, start_cli
+from tests.servers.ranges import RangeServer
+
+from .helpers import KiB, MiB, payload, read, sha256
+
+DATA = payload(8 * MiB, seed=7)
+
+
+async def test_sigkill_midway_then_rerun_fetches_less_and_verifies(tmp_path):
+    async with RangeServer(per_connection_rate=512 * KiB) as srv:
+        srv.add_file("/big.bin", DATA)
+        args = ("pull", "url", srv.url("/big.bin"), "--sha256", sha256(DATA), "--dest",
+                str(tmp_path), "--connections", "4", "--json")
+        proc = await start_cli(*args)
+        partial = tmp_path / "big.bin.partial"
+        saved = 0
+        for _ in range(1000):  # bounded: at most ~20 s
+            await asyncio.sleep(0.02)
+            state = load_state(state_path(partial))
+            saved = sum(s.filled for s in state.segments) if state else 0
+            if saved >= 1 * MiB:
+                break
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert saved >= 1 * MiB, "the pull never got going"
+        assert not (tmp_path / "big.bin").exists()
+        first_run_bytes = srv.bytes_sent
+
+        srv.per_connection_rate = None
+        srv.clear_log()
+        code, out, err = await run_cli(*args)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["ok"] and doc["files"][0]["resumed_from"] >= saved
+        assert doc["files"][0]["hashes"]["sha256"] == sha256(DATA)
+        assert read(tmp_path / "big.bin") == DATA
+        refetched = sum(r.bytes_sent for r in srv.requests if r.range != "bytes=0-0")
+        assert refetched < len(DATA), (refetched, first_run_bytes)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+
+
+async def test_two_processes_on_one_target_fetch_it_once(tmp_path):
+    async with RangeServer(per_connection_rate=2 * MiB) as srv:
+        srv.add_file("/big.bin", DATA)
+        args = ("pull", "url", srv.url("/big.bin"), "--sha256", sha256(DATA), "--dest",
+                str(tmp_path), "--connections", "4", "--json")
+        first = await start_cli(*args)
+        await asyncio.sleep(0.3)
+        second = await start_cli(*args)
+        out1, _ = await asyncio.wait_for(first.communicate(), 60)
+        out2, err2 = await asyncio.wait_for(second.communicate(), 60)
+        assert first.returncode == 0 and second.returncode == 0, err2
+        statuses = sorted(json.loads(o)["files"][0]["status"] for o in (out1, out2))
+        assert statuses == ["downloaded", "present"]
+        data_bytes = sum(r.bytes_sent for r in srv.requests if r.range != "bytes=0-0")
+        assert data_bytes < 2 * len(DATA)
+        assert read(tmp_path / "big.bin") == DATA
