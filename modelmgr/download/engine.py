@@ -35,17 +35,20 @@ from .finalize import finalize
 from .hashing import PrefixHasher, hash_file
 from .http import (make_session, normalize_etag, open_following, parse_content_range,
                    request_headers)
-from .plan import (Segment, contiguous_prefix, filled_bytes, initial_plan, next_unstarted,
+from .plan import (Segment, chunk_size, claim, contiguous_prefix, filled_bytes, initial_plan,
                    restart_from_prefix, steal)
+from .prealloc import preallocate
 from .progress import FileProgress, ProgressHub
 from .ratelimit import RateLimiter
 from .retry import RETRY_STATUSES, Backoff, PartFailure, Verdict, server_delay
 from .safe_paths import redact_url, safe_join
 from .state import DownloadState, load_state, remove_state, save_state, state_path
-from .transfer import PartTarget, fetch_part
+from .transfer import PartStats, PartTarget, fetch_part
 
 UNKNOWN_SIZE_END = 1 << 62
 MAX_STALLS_PER_PART = 50
+STEAL_POLL = 0.2
+STEAL_MIN = 256 * 1024  # a stolen half is at least this big
 SPACE_MARGIN = 64 * 1024 * 1024
 
 
@@ -183,6 +186,8 @@ class FileDownload:
         self.hasher: PrefixHasher | None = None
         self._dirty = False
         self._save_task: asyncio.Future | None = None
+        self._rate: float | None = None
+        self._latency: float | None = None
 
     # -- top level -------------------------------------------------------------------------
     async def run(self) -> FileResult:
@@ -338,12 +343,8 @@ class FileDownload:
             self._discard_partial()
             with open(self.partial, "wb") as fh:
                 if self.size is not None:
-                    fh.truncate(self.size)
-            if self.size is None:
-                self.segments = [Segment(0, UNKNOWN_SIZE_END)]
-            else:
-                conns = self.settings.connections if probe.ranges else 1
-                self.segments = initial_plan(self.size, conns, self.settings.min_part_size)
+                    preallocate(fh.fileno(), self.size)
+            self.segments = initial_plan(UNKNOWN_SIZE_END if self.size is None else self.size)
         self.single = not probe.ranges or self.size is None
         if self.single and len(self.segments) > 1:
             self.segments = restart_from_prefix(self.segments, self.size)
@@ -400,19 +401,31 @@ class FileDownload:
         if self.single:
             if any(s.active for s in self.segments):
                 return None
-            seg = next_unstarted(self.segments)
+            return claim(self.segments, UNKNOWN_SIZE_END, time.monotonic())
+        now = time.monotonic()
+        chunk = chunk_size(self._rate, self._latency, self.settings.min_part_size)
+        return claim(self.segments, chunk, now) or steal(
+            self.segments, STEAL_MIN, now, self._rate, chunk)
+
+    def _record(self, stats: PartStats) -> None:
+        """Fold one request's timing into the running estimates that size the next chunks."""
+        if stats.rate <= 0:
+            return
+        if self._rate is None or self._latency is None:
+            self._rate, self._latency = stats.rate, stats.latency
         else:
-            seg = next_unstarted(self.segments) or steal(self.segments, self.settings.min_part_size)
-        if seg is not None:
-            seg.active = True
-        return seg
+            self._rate = 0.7 * self._rate + 0.3 * stats.rate
+            self._latency = 0.7 * self._latency + 0.3 * stats.latency
 
     async def _worker(self) -> None:
         async with self.engine.conn_slots:
             while True:
                 seg = self._claim()
                 if seg is None:
-                    return
+                    if self.single or not any(s.active for s in self.segments):
+                        return
+                    await asyncio.sleep(STEAL_POLL)  # stay around to help a straggler
+                    continue
                 self.prog.connections += 1
                 try:
                     await self._fetch_with_retries(seg)
@@ -427,7 +440,7 @@ class FileDownload:
         while not seg.done and self.single == was_single:
             before = seg.filled
             try:
-                await fetch_part(self.target, seg, ranged=not self.single)
+                self._record(await fetch_part(self.target, seg, ranged=not self.single))
                 if self.size is None and not seg.done:
                     seg.end = seg.position  # a stream of unknown length ended: that is the size
                     continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -82,7 +83,17 @@ def _check_reply(resp: aiohttp.ClientResponse, seg: Segment, target: PartTarget,
     raise status_failure(resp.status, resp.headers, at_origin=target.at_origin)
 
 
-async def fetch_part(target: PartTarget, seg: Segment, *, ranged: bool = True) -> None:
+@dataclass(frozen=True)
+class PartStats:
+    """Timing of one successful request, for sizing the next chunks."""
+
+    latency: float
+    """Seconds from sending the request to having the reply headers (about one round trip)."""
+    rate: float
+    """Body bytes per second on this connection."""
+
+
+async def fetch_part(target: PartTarget, seg: Segment, *, ranged: bool = True) -> PartStats:
     """Fetch ``seg`` from its current position to its (possibly shrinking) end.
 
     Returns when the segment is complete or the server's reply ended early (the caller simply
@@ -94,9 +105,13 @@ async def fetch_part(target: PartTarget, seg: Segment, *, ranged: bool = True) -
         last = "" if target.size is None else str(seg.end - 1)
         headers["Range"] = f"bytes={seg.position}-{last}"
     try:
+        sent = time.monotonic()
         async with target.session.get(target.url, headers=headers, allow_redirects=False) as resp:
             body_offset = _check_reply(resp, seg, target, ranged)
+            started, before = time.monotonic(), seg.filled
             await _stream_body(resp, seg, target, body_offset)
+            elapsed = time.monotonic() - started
+            return PartStats(started - sent, (seg.filled - before) / elapsed if elapsed > 0 else 0.0)
     except (PartFailure, ModelMgrError, asyncio.CancelledError):
         raise
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:

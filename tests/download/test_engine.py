@@ -184,9 +184,9 @@ async def test_changed_remote_between_runs_restarts_cleanly(server, tmp_path):
 
 
 async def test_etag_change_mid_download_restarts_once(server, tmp_path):
-    second_part = 1 * MiB + 64 * KiB  # 2 connections: parts start at 0 and here
+    # the probe (bytes=0-0) takes the first hit; the first data request stalls, then drops
     server.add_fault(Fault(stall_after=10 * KiB, stall_seconds=0.3, close_after_stall=True,
-                           times=1, only_ranged=True, match_offset=second_part))
+                           times=2, only_ranged=True))
     remote = remote_for(server.url("/m.bin"), DATA)
 
     async def flip():
@@ -262,9 +262,11 @@ async def test_slow_tail_is_stolen_by_idle_connections(tmp_path):
     async with RangeServer() as srv:
         srv.add_file("/m.bin", data)
         # the second of four parts goes silent for a while after 64 KiB
-        srv.add_fault(Fault(stall_after=64 * KiB, stall_seconds=0.8, times=1, only_ranged=True,
+        srv.add_fault(Fault(stall_after=64 * KiB, stall_seconds=3.0, times=1, only_ranged=True,
                             match_offset=1 * MiB))
-        result = await pull_one(fast_settings(connections=4, stall_timeout=5.0),
+        # big parts (1 MiB) so the stalled one has plenty left to split
+        result = await pull_one(fast_settings(connections=4, stall_timeout=10.0,
+                                              min_part_size=1 * MiB),
                                 remote_for(srv.url("/m.bin"), data), tmp_path)
         assert result.error is None
         assert read(tmp_path / "model.safetensors") == data
