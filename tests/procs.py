@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 
 FAST_ENV = {"MODELMGR_MIN_PART_SIZE": "64K", "MODELMGR_RETRY_BASE": "0.01",
             "MODELMGR_RETRY_CAP": "0.05", "MODELMGR_STALL_TIMEOUT": "2",
@@ -17,6 +18,7 @@ def cli_env(**extra: str) -> dict[str, str]:
            if not k.startswith(("MODELMGR_", "HF_", "CIVITAI_", "HUGGING"))}
     env.update(FAST_ENV)
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    env["HF_HOME"] = os.path.join(tempfile.gettempdir(), "modelmgr-tests-hf-home")
     env.update(extra)
     return env
 

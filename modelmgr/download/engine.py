@@ -528,14 +528,16 @@ class FileDownload:
             await asyncio.sleep(delay)
 
     async def _read_probe(self, resp: aiohttp.ClientResponse, url: str, hops: list[str]) -> Probe:
-        if any("reason=download-auth" in hop for hop in hops):
-            raise self._final_error(401, "redirected to the login page")
+        login = next((hop for hop in hops if "reason=download-auth" in hop), None)
+        if login is not None:
+            raise self._final_error(307, "redirected to a login page", location=login)
         if resp.status in RETRY_STATUSES:
             raise PartFailure(Verdict.BACKOFF, f"HTTP {resp.status}", server_delay(resp.headers),
                               resp.status)
         if resp.status not in (200, 206):
             body = await resp.content.read(2048)
-            raise self._final_error(resp.status, body.decode("utf-8", "replace").strip()[:200])
+            raise self._final_error(resp.status, body.decode("utf-8", "replace").strip()[:200],
+                                    body=body)
         ctype = resp.headers.get("Content-Type", "")
         if ctype.startswith("text/html") and not self.remote.name.endswith((".html", ".htm")):
             raise RemoteError(f"{self.remote.name}: {redact_url(url)} returned a web page, "
@@ -552,9 +554,17 @@ class FileDownload:
             return Probe(url, None, False, validator)
         return Probe(url, _content_length(resp), False, validator)
 
-    def _final_error(self, status: int | None, detail: str) -> ModelMgrError:
+    def _final_error(self, status: int | None, detail: str, *, location: str | None = None,
+                     body: bytes = b"") -> ModelMgrError:
         name, where = self.remote.name, redact_url(self.remote.url)
-        if status in (401, 403):
+        if self.remote.credential == "civitai" and status is not None:
+            from ..sources.civitai import civitai_download_error
+
+            err = civitai_download_error(status, body, location, what=name,
+                                         token_set=bool(self.settings.token_for("civitai")))
+            if err is not None:
+                return err
+        if status in (401, 403) or (status is not None and 300 <= status < 400):
             hint = {"hf": "accept the licence on the repo page and/or set HF_TOKEN",
                     "civitai": "set CIVITAI_TOKEN (the creator requires login or early access)"
                     }.get(self.remote.credential or "", "this URL needs credentials")

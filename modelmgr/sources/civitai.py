@@ -13,7 +13,6 @@ with ``reason=download-auth``, 403 early access) to clear errors; the download e
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import aiohttp
 from ..download.safe_paths import redact_url, safe_relpath
 from ..errors import AuthError, ModelMgrError, NotFoundError, RemoteError, UsageError
 from ..settings import Settings
-from ._retry import RETRYABLE_STATUS, Retryable, retrying, server_wait
+from ._retry import RETRY_STATUSES, Retryable, retrying, server_delay
 from .base import RemoteFile, origin_of
 
 JSON_HEADERS = (("Content-Type", "application/json"),)
@@ -34,6 +33,13 @@ redirecting to an HTML login page (which naive clients save as the model)."""
 _MAX_JSON = 16 * 1024 * 1024
 _KEY_PAGE = "https://civitai.com/user/account"
 _AIR = re.compile(r"^urn:air:[\w.-]+:[\w.-]+:civitai:(\d+)@(\d+)$", re.IGNORECASE)
+_URL_PATHS = (  # path prefix -> what the next segment is
+    (("models",), "model"),  # the page users paste: /models/123[/slug][?modelVersionId=456]
+    (("model-versions",), "version"),
+    (("api", "download", "models"), "version"),
+    (("api", "v1", "model-versions"), "version"),
+    (("api", "v1", "models"), "model"),
+)
 _USAGE_HINT = ("use a version id (456), a model page URL "
                "(https://civitai.com/models/123?modelVersionId=456) or a download URL "
                "(https://civitai.com/api/download/models/456)")
@@ -89,22 +95,15 @@ def parse_civitai_ref(text: str) -> CivitaiRef:
         first = raw.lstrip("/").split("/", 1)[0]
         raw = ("https://" + raw) if "." in first else "https://civitai.invalid/" + raw.lstrip("/")
     segs = [s for s in urlsplit(raw).path.split("/") if s]
-    version = query.get("modelVersionId")
-    model = None
-    if len(segs) >= 2 and segs[0] == "models":
-        model = segs[1]
-    elif len(segs) == 4 and segs[:3] == ["api", "download", "models"]:
-        version = segs[3]
-    elif len(segs) == 4 and segs[:3] == ["api", "v1", "model-versions"]:
-        version = segs[3]
-    elif len(segs) == 4 and segs[:3] == ["api", "v1", "models"]:
-        model = segs[3]
-    elif len(segs) == 2 and segs[0] == "model-versions":
-        version = segs[1]
+    ids = {"version": query.get("modelVersionId"), "model": None}
+    for prefix, kind in _URL_PATHS:
+        if len(segs) > len(prefix) and tuple(segs[:len(prefix)]) == prefix:
+            ids[kind] = segs[len(prefix)]
+            break
     else:
         raise UsageError(f"not a CivitAI model reference: {shown}", _USAGE_HINT)
-    return CivitaiRef(version_id=_id(version, "version id", shown),
-                      model_id=_id(model, "model id", shown), file_id=file_id)
+    return CivitaiRef(version_id=_id(ids["version"], "version id", shown),
+                      model_id=_id(ids["model"], "model id", shown), file_id=file_id)
 
 
 def _clean(text: Any, limit: int = 200) -> str:
@@ -156,7 +155,7 @@ def civitai_download_error(status: int, body: bytes, location: str | None, *,
         return AuthError(f"CivitAI refused access to {what} (HTTP 403{detail})",
                          "check that CIVITAI_TOKEN belongs to an account allowed to download it")
     if status == 404:
-        return NotFoundError(f"{what} not found on CivitAI",
+        return NotFoundError(f"{what} was not found on CivitAI",
                              "check the id; deleted and unpublished versions are not visible")
     return None
 
@@ -170,7 +169,11 @@ def _hex(value: Any, length: int) -> str | None:
 
 def _describe_file(f: dict) -> str:
     size = f.get("sizeKB")
-    shown = f"{float(size) / 1024:.1f} MiB" if isinstance(size, (int, float)) else "size unknown"
+    shown = "size unknown"
+    if isinstance(size, (int, float)):
+        shown = next(f"{size / 1024 ** i:.1f} {unit}"
+                     for i, unit in enumerate(("KiB", "MiB", "GiB"))
+                     if size < 1024 ** (i + 1) or unit == "GiB")
     return f"{f.get('id')} {_clean(f.get('name'), 80)} ({_clean(f.get('type'), 30)}, {shown})"
 
 
@@ -200,17 +203,16 @@ class CivitaiSource:
             if self.ref.version_id is not None:
                 vid = self.ref.version_id
                 version = await self._get(session, f"/api/v1/model-versions/{vid}",
-                                          f"CivitAI model version {vid}", bool(token))
+                                          f"model version {vid}", bool(token))
             else:
                 mid = self.ref.model_id
                 model = await self._get(session, f"/api/v1/models/{mid}",
-                                        f"CivitAI model {mid}", bool(token))
+                                        f"model {mid}", bool(token))
                 versions = model.get("modelVersions")
                 if not isinstance(versions, list) or not versions \
                         or not isinstance(versions[0], dict):
-                    raise NotFoundError(f"CivitAI model {mid} has no published versions")
+                    raise NotFoundError(f"model {mid} has no published versions on CivitAI")
                 version = versions[0]
-                version.setdefault("modelId", mid)
         return [self._remote_file(version, self._choose(version))]
 
     async def _get(self, session: aiohttp.ClientSession, path: str, what: str,
@@ -223,7 +225,7 @@ class CivitaiSource:
                 async with session.get(url, allow_redirects=False) as resp:
                     body = await resp.content.read(_MAX_JSON + 1)
                     status, headers = resp.status, resp.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise Retryable(RemoteError(
                     f"cannot reach CivitAI at {redact_url(self.base)}: {type(exc).__name__}",
                     "check the network and MODELMGR_CIVITAI_URL")) from None
@@ -236,8 +238,8 @@ class CivitaiSource:
             final = RemoteError(f"CivitAI answered HTTP {status} for {what}",
                                 "CivitAI may be busy or down; retry later" if status >= 429
                                 else "this looks like a CivitAI API change; please report it")
-            if status in RETRYABLE_STATUS:
-                raise Retryable(final, server_wait(headers))
+            if status in RETRY_STATUSES:
+                raise Retryable(final, server_delay(headers))
             raise final
 
         return await retrying(self.settings, attempt)
@@ -299,5 +301,10 @@ class CivitaiSource:
         )
 
 
-__all__ = ["CivitaiRef", "CivitaiSource", "JSON_HEADERS", "civitai_download_error",
-           "parse_civitai_ref"]
+__all__ = [
+    "JSON_HEADERS",
+    "CivitaiRef",
+    "CivitaiSource",
+    "civitai_download_error",
+    "parse_civitai_ref",
+]

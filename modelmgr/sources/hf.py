@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import difflib
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from huggingface_hub import HfApi, get_hf_file_metadata
@@ -32,7 +33,7 @@ from huggingface_hub.hf_api import RepoFile, RepoFolder
 from ..download.safe_paths import redact_url, safe_relpath
 from ..errors import AuthError, ModelMgrError, NotFoundError, RemoteError, UsageError
 from ..settings import Settings
-from ._retry import RETRYABLE_STATUS, Retryable, retrying, server_wait
+from ._retry import RETRY_STATUSES, Retryable, retrying, server_delay
 from .base import RemoteFile, origin_of
 
 try:  # huggingface_hub >= 1.0 speaks httpx(2); older releases speak requests (OSError subclasses)
@@ -142,9 +143,8 @@ class HfSource:
         hints = []
         for path in missing:
             base = path.rsplit("/", 1)[-1]
-            close = [n for n in names if n.rsplit("/", 1)[-1] == base and n != path]
-            close += [n for n in difflib.get_close_matches(path, names, n=3, cutoff=0.6)
-                      if n not in close]
+            close = [n for n in names if n.rsplit("/", 1)[-1] == base and n != path] \
+                or difflib.get_close_matches(path, names, n=3, cutoff=0.75)
             if close:
                 hints.append(f"{path} -> did you mean {', '.join(close[:3])}?")
         hint = "; ".join(hints) if hints else f"see the file list at {self.page_url}/tree/{commit}"
@@ -162,13 +162,13 @@ class HfSource:
             except HfHubHTTPError as exc:
                 error = self._translate(exc)
                 status = exc.response.status_code if exc.response is not None else 0
-                if retry and status in RETRYABLE_STATUS:
-                    raise Retryable(error, server_wait(exc.response.headers)) from None
+                if retry and status in RETRY_STATUSES:
+                    raise Retryable(error, server_delay(exc.response.headers)) from None
                 raise error from None
             except OfflineModeIsEnabled:
                 raise RemoteError("HF_HUB_OFFLINE is set, so the Hub cannot be asked about "
                                   f"hf:{self._shown}", "unset HF_HUB_OFFLINE") from None
-            except (asyncio.TimeoutError, *_TRANSPORT_ERRORS) as exc:
+            except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
                 error = RemoteError(f"cannot reach {redact_url(self.endpoint)}: "
                                     f"{type(exc).__name__}",
                                     "check the network, proxy settings and HF_ENDPOINT")
@@ -214,12 +214,13 @@ class HfSource:
                              "check your token's permissions (a fine-grained token needs read "
                              "access to this repo)")
         if status == 429:
-            wait = server_wait(exc.response.headers)
+            wait = server_delay(exc.response.headers)
             after = f"; the Hub asks to wait {wait:.0f} s" if wait is not None else ""
             return RemoteError(f"Hugging Face rate limit reached{after}",
+                               "retry later" if has_token else
                                "retry later; logged-in users get higher limits (set HF_TOKEN)")
         return RemoteError(f"Hugging Face answered HTTP {status} for {url}",
                            "the Hub or the mirror may be having trouble; retry later")
 
 
-__all__ = ["HfSource", "REPO_TYPES"]
+__all__ = ["REPO_TYPES", "HfSource"]

@@ -26,12 +26,12 @@ class NeedMore(Exception):
 
 
 def shown(value: object, limit: int = _SHOWN_MAX) -> str:
-    """``value`` quoted for a one-line message: control characters escaped, long text cut."""
+    """``value`` for a one-line message: strings quoted, control characters escaped, long text cut."""
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return f"'{text}'"
+    return f"'{text}'" if isinstance(value, str) else text
 
 
 def bad(name: str, what: str, hint: str | None = None) -> BadFileError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 
 from .model import ParsedHeader, TensorEntry
 from .problems import NeedMore, bad, shown
@@ -73,6 +74,18 @@ def header_length(data: bytes, file_size: int, name: str) -> int:
     return n
 
 
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _reject_lone_surrogates(name: str, strings: Iterable[str]) -> None:
+    """``\\ud800``-style escapes decode to strings that are not Unicode; the reference rejects them."""
+    for text in strings:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad(name, f"safetensors header has an invalid \\u escape (lone surrogate) in {shown(text)}") from None
+
+
 def _is_uint(value: object) -> bool:
     return type(value) is int and 0 <= value <= _U64_MAX
 
@@ -95,6 +108,8 @@ def _tensor(name: str, key: str, info: object) -> tuple[str, tuple[int, ...], in
 
 
 def _metadata(name: str, value: object) -> dict[str, str]:
+    if value is None:  # the reference reads it as Option<HashMap>: null means "no metadata"
+        return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise bad(name, "__metadata__ must map strings to strings (numbers and nested objects are not allowed)")
     return value
@@ -122,7 +137,7 @@ def parse_safetensors(data: bytes, file_size: int, name: str) -> ParsedHeader:
     except ValueError as err:
         raise bad(name, f"safetensors header is not valid JSON ({str(err)[:120]})") from None
     if not isinstance(header, dict):
-        raise bad(name, f"safetensors header is a JSON {type(header).__name__}, not an object")
+        raise bad(name, f"safetensors header is a JSON {_JSON_TYPES.get(type(header), 'value')}, not an object")
 
     metadata: dict[str, str] = {}
     entries: list[tuple[int, int, str, str, tuple[int, ...]]] = []
@@ -133,14 +148,16 @@ def parse_safetensors(data: bytes, file_size: int, name: str) -> ParsedHeader:
         dtype, shape, begin, end = _tensor(name, key, info)
         entries.append((begin, end, key, dtype, shape))
 
+    if "\\u" in text:  # only escapes can produce lone surrogates; skip the walk otherwise
+        _reject_lone_surrogates(name, [*header, *metadata, *metadata.values()])
     entries.sort()
     tensors: list[TensorEntry] = []
     data_start = 8 + n
     expected = 0
     for begin, end, key, dtype, shape in entries:
-        if begin != expected or end < begin:
-            problem = "overlaps the previous tensor" if begin < expected else (
-                "leaves a gap after the previous tensor" if begin > expected else "ends before it begins")
+        if end < begin or begin != expected:
+            problem = "ends before it begins" if end < begin else (
+                "overlaps the previous tensor" if begin < expected else "leaves a gap after the previous tensor")
             raise bad(name, f"tensor {shown(key)}: data_offsets [{begin}, {end}] {problem} "
                             "(the data buffer must be tiled exactly)")
         numel = 1
