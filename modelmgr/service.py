@@ -1,25 +1,57 @@
 """ModelManager: the one façade every front end (CLI, TUI, daemon) calls.
 
 Front ends never open sockets, build paths under the models root or parse headers themselves;
-they call these methods (async) and render what comes back.
+they call these methods and render what comes back. Network work is async; registry and header
+work is plain (fast, local) and may be called from a worker thread.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .catalogue.catalogue import Catalogue
+from .catalogue.model import Bundle
 from .download.engine import Engine, FileJob, FileResult
 from .download.progress import ProgressHub
+from .errors import NotFoundError
+from .library.install import InstallReport, install_bundle
+from .library.layout import extra_model_paths_yaml
+from .library.library import FileStatus, Library, ScanReport, VerifyReport
+from .registry.inspect import Inspection, inspect_file
+from .registry.store import Asset
 from .settings import Settings
 from .sources.base import RemoteFile
 
 
 class ModelManager:
-    """Resolves sources and pulls files with the engine, under one set of settings."""
+    """Resolves sources, pulls files and bundles, and manages the library under one root."""
 
     def __init__(self, settings: Settings, progress: ProgressHub | None = None) -> None:
         self.settings = settings
         self.progress = progress or ProgressHub()
+        self._catalogue: Catalogue | None = None
+        self._library: Library | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.settings.root
+
+    @property
+    def catalogue(self) -> Catalogue:
+        if self._catalogue is None:
+            self._catalogue = Catalogue.load(self.settings)
+        return self._catalogue
+
+    @property
+    def library(self) -> Library:
+        if self._library is None:
+            self._library = Library(self.root)
+        return self._library
+
+    def close(self) -> None:
+        if self._library is not None:
+            self._library.close()
+            self._library = None
 
     # -- resolve (never downloads) ----------------------------------------------------------
     async def resolve_hf(self, repo_id: str, filenames: list[str], revision: str | None = None,
@@ -48,3 +80,58 @@ class ModelManager:
             self.progress.file(remote.name).total = remote.size
         engine = Engine(self.settings, self.progress, hash_always=hash_always)
         return await engine.pull([FileJob(remote, Path(dest)) for remote in remotes])
+
+    async def install_bundle(self, name: str, *, dry_run: bool = False) -> InstallReport:
+        """Put a bundle's files under the root, verified and inspected, and record it."""
+        bundle = self.catalogue.get(name)
+        return await install_bundle(self.settings, self.library, bundle, self.progress,
+                                    dry_run=dry_run)
+
+    # -- catalogue -------------------------------------------------------------------------
+    def bundles(self, installed_only: bool = False) -> list[tuple[Bundle, bool]]:
+        """(bundle, installed) for every bundle in the catalogue."""
+        installed = self.library.registry.installed_bundles()
+        rows = [(b, b.name in installed) for b in self.catalogue.all()]
+        return [r for r in rows if r[1]] if installed_only else rows
+
+    def bundle_status(self, name: str) -> tuple[Bundle, list[FileStatus], bool]:
+        """A bundle, where each of its files stands, and whether it is recorded as installed."""
+        bundle = self.catalogue.get(name)
+        installed = name in self.library.registry.installed_bundles()
+        return bundle, self.library.bundle_status(bundle), installed
+
+    # -- library ---------------------------------------------------------------------------
+    def assets(self) -> list[tuple[Asset, list[str]]]:
+        """Every recorded asset with the installed bundles that use it."""
+        users = self.library.registry.bundles_of_all()
+        return [(a, users.get(a.path, [])) for a in self.library.registry.assets()]
+
+    def inspect(self, target: str) -> list[tuple[str, Inspection]]:
+        """Inspect a file path, a recorded asset, or every file of a bundle (headers only)."""
+        path = Path(target).expanduser()
+        if path.is_file():
+            return [(str(path), inspect_file(path))]
+        registry = self.library.registry
+        if registry.get(target) is not None:
+            return [(target, inspect_file(self.library.path_of(target)))]
+        if target in self.catalogue.bundles:
+            present = [s for s in self.library.bundle_status(self.catalogue.get(target))
+                       if s.state != "missing"]
+            if not present:
+                raise NotFoundError(f"none of {target}'s files are under {self.root}",
+                                    f"modelmgr pull bundle {target}")
+            return [(s.file.relpath, inspect_file(s.path)) for s in present]
+        raise NotFoundError(f"{target!r} is not a file, a recorded asset or a bundle",
+                            "give a path, or see `modelmgr ls` / `modelmgr bundles list`")
+
+    def verify(self, deep: bool = False) -> VerifyReport:
+        return self.library.verify(deep)
+
+    def scan(self, folder: Path | None = None) -> ScanReport:
+        return self.library.scan(folder)
+
+    def remove(self, name: str) -> tuple[list[str], list[str]]:
+        return self.library.remove(name, self.catalogue.bundles)
+
+    def extra_model_paths(self) -> str:
+        return extra_model_paths_yaml(self.root)

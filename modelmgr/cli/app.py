@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import EXIT_TABLE, ExitCode, ModelMgrError
-from . import pull
+from . import bundles, library, pull
 from .common import STATE, load_settings, report_error, stderr_console
 
 app = typer.Typer(
@@ -23,6 +23,10 @@ app = typer.Typer(
     help="Pull quantized diffusion-model bundles fast, verified, into ComfyUI's layout.",
     epilog="Exit codes: " + "; ".join(f"{r.code} {r.meaning}" for r in EXIT_TABLE))
 app.add_typer(pull.app, name="pull")
+app.add_typer(bundles.app, name="bundles")
+app.add_typer(library.comfyui, name="comfyui")
+for _command in (library.ls, library.inspect, library.verify, library.scan, library.rm):
+    app.command(_command.__name__)(_command)
 
 
 def _version(value: bool) -> None:

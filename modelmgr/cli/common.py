@@ -34,12 +34,27 @@ STATE = CliState()
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
+                   soft_wrap=True)
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment with command-line overrides (None = not given)."""
     return Settings.from_env(os.environ, **overrides)
+
+
+def manager_for(root: Path | None = None, **overrides: Any) -> ModelManager:
+    """A façade for the effective settings, optionally with another models root."""
+    return ModelManager(load_settings(models_root=str(root) if root else None, **overrides))
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str))
+
+
+def stdout_console() -> Console:
+    """Lines are not wrapped (paths and hashes stay greppable); tables still fit the width."""
+    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
 
 
 def progress_mode(as_json: bool) -> str:
@@ -67,8 +82,7 @@ def pull_and_report(settings: Settings, resolve: Callable[[ModelManager], Awaita
                                        progress_mode(as_json), console)
 
     results = run(work())
-    print_results(results, as_json, Console(no_color=bool(os.environ.get("NO_COLOR")),
-                                            highlight=False))
+    print_results(results, as_json, stdout_console())
     failed = [r.error for r in results if r.error is not None]
     return failed[0].exit_code if failed else ExitCode.OK
 

@@ -9,14 +9,16 @@ import typer
 
 from ..settings import _size
 from ..errors import UsageError
+from . import bundles
 from .common import load_settings, pull_and_report
+from .options import ROOT
 
 app = typer.Typer(no_args_is_help=True, help="Download files from Hugging Face, CivitAI or a URL.")
 
 DEST = typer.Option(Path("."), "--dest", "-d", help="Folder to put the files in.")
 CONNECTIONS = typer.Option(None, "--connections", "-c", min=1, max=64,
                            help="Ranged connections per file (default 16).")
-JSON = typer.Option(False, "--json", help="Print only the result, as JSON.")
+from .options import JSON  # noqa: E402
 LIMIT = typer.Option(None, "--limit-rate", help="Total bandwidth cap, e.g. 50M (bytes/s).")
 NO_HASH = typer.Option(False, "--no-hash", hidden=True,
                        help="Skip hashing when no expected hash is known (benchmarks).")
@@ -58,6 +60,18 @@ def pull_civitai(ref: str = typer.Argument(..., help="Model version id, or a civ
     code = pull_and_report(settings, lambda m: m.resolve_civitai(ref, file_id), dest, as_json,
                            hash_always=not no_hash)
     raise typer.Exit(code)
+
+
+@app.command("bundle")
+def pull_bundle(name: str = typer.Argument(..., help="Bundle name, e.g. nvfp4-zimage."),
+                root: Optional[Path] = ROOT,
+                dry_run: bool = typer.Option(False, "--dry-run",
+                                             help="Resolve and plan, check space, fetch nothing."),
+                connections: Optional[int] = CONNECTIONS, as_json: bool = JSON,
+                limit_rate: Optional[str] = LIMIT) -> None:
+    """Put a whole bundle (model, text encoder, VAE) under the models root, verified."""
+    rate = _settings(connections, limit_rate).limit_rate if limit_rate else None
+    raise typer.Exit(bundles.pull_bundle(name, root, dry_run, as_json, connections, rate))
 
 
 @app.command("url")

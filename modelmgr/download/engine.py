@@ -23,6 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import aiohttp
 
@@ -58,6 +59,9 @@ class FileJob:
 
     remote: RemoteFile
     dest: Path
+    check: Callable[[Path], Any] | None = None
+    """Called on the verified partial before it is renamed (a header/format check); an error
+    it raises quarantines the file. Its return value lands in ``FileResult.checked``."""
 
     @property
     def final(self) -> Path:
@@ -82,9 +86,11 @@ class FileResult:
     seconds: float = 0.0
     retries: int = 0
     error: ModelMgrError | None = None
+    checked: Any = None
+    """What ``FileJob.check`` returned (e.g. the header inspection)."""
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "error"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("error", "checked")}
         out["error"] = self.error.to_dict() if self.error else None
         return out
 
@@ -201,13 +207,15 @@ class FileDownload:
             with lock:
                 present = await self._already_present()
                 if present is not None:
+                    if self.job.check is not None:
+                        result.checked = await asyncio.to_thread(self.job.check, self.final)
                     result.status, result.hashes, result.size = "present", present, self.final.stat().st_size
                     self.prog.status, self.prog.total = "present", result.size
                     self.prog.done = result.size
                     return result
                 for attempt in (1, 2):
                     try:
-                        result.hashes = await self._download()
+                        result.hashes, result.checked = await self._download()
                         break
                     except RemoteChangedError as exc:
                         if attempt == 2:
@@ -257,7 +265,7 @@ class FileDownload:
             pass
 
     # -- one download ----------------------------------------------------------------------
-    async def _download(self) -> dict[str, str]:
+    async def _download(self) -> tuple[dict[str, str], Any]:
         self.prog.status = "probing"
         probe = await self._probe()
         self.size = self._decide_size(probe)
@@ -302,11 +310,11 @@ class FileDownload:
             if self.hasher:
                 await self.hasher.close()
             os.close(fd)
-        await asyncio.to_thread(finalize, self.partial, self.final, size=self.size,
-                                expected=self.remote.expected_hash, actual_digest=digest,
-                                source=self.remote.source)
+        checked = await asyncio.to_thread(
+            finalize, self.partial, self.final, size=self.size, expected=self.remote.expected_hash,
+            actual_digest=digest, source=self.remote.source, check=self.job.check)
         remove_state(self.state_file)
-        return {self.hasher.algorithm: digest} if self.hasher and digest else {}
+        return ({self.hasher.algorithm: digest} if self.hasher and digest else {}), checked
 
     def _hash_algorithm(self) -> str | None:
         expected = self.remote.expected_hash

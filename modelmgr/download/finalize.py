@@ -12,7 +12,9 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import IntegrityError
+from typing import Any, Callable
+
+from ..errors import IntegrityError, ModelMgrError
 
 QUARANTINE_DIR = ".modelmgr-quarantine"
 
@@ -41,8 +43,14 @@ def quarantine(partial: Path, final: Path, tag: str) -> Path:
 
 
 def finalize(partial: Path, final: Path, *, size: int, expected: tuple[str, str] | None,
-             actual_digest: str | None, source: str) -> None:
-    """Check ``partial`` and rename it to ``final``; IntegrityError (and quarantine) otherwise."""
+             actual_digest: str | None, source: str,
+             check: Callable[[Path], Any] | None = None) -> Any:
+    """Check ``partial`` and rename it to ``final``; IntegrityError (and quarantine) otherwise.
+
+    ``check`` (a header/format check) runs on the verified bytes before the rename; whatever it
+    raises quarantines the file too, so a mislabelled file never lands under the final name.
+    Returns what ``check`` returned.
+    """
     actual_size = partial.stat().st_size
     if actual_size != size:
         where = quarantine(partial, final, f"size-{actual_size}")
@@ -58,6 +66,13 @@ def finalize(partial: Path, final: Path, *, size: int, expected: tuple[str, str]
                 f"bytes kept in {where}",
                 f"the remote file or its published hash changed ({source}); pull again, or "
                 "report it to the publisher")
+    checked = None
+    if check is not None:
+        try:
+            checked = check(partial)
+        except ModelMgrError:
+            quarantine(partial, final, "format")
+            raise
     fd = os.open(partial, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -65,3 +80,4 @@ def finalize(partial: Path, final: Path, *, size: int, expected: tuple[str, str]
         os.close(fd)
     os.replace(partial, final)
     fsync_dir(final.parent)
+    return checked
