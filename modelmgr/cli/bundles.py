@@ -18,8 +18,9 @@ app = typer.Typer(no_args_is_help=True, help="Browse the bundle catalogue.")
 
 
 def _expected(bundle) -> str:
-    return ", ".join(f"{e.it_s:g} it/s {e.width}x{e.height} ({e.gpu.replace('NVIDIA ', '')})"
-                     for e in bundle.expected[:1]) or "-"
+    """The first reference, short enough for an 80-column table."""
+    return ", ".join(f"{e.it_s:g} it/s @{e.width}²" if e.width == e.height else
+                     f"{e.it_s:g} it/s @{e.width}x{e.height}" for e in bundle.expected[:1]) or "-"
 
 
 @app.command("list")
@@ -37,7 +38,9 @@ def list_bundles(installed: bool = typer.Option(False, "--installed", help="Only
                                 for b, inst in rows],
                     "rejected": {n: str(e) for n, e in manager.catalogue.errors.items()}})
         return
-    table = Table("name", "family", "precision", "size", "installed", "expected", box=None)
+    table = Table("name", "family", "precision", "size", "inst", "expected", box=None)
+    for column in table.columns:
+        column.no_wrap = True
     for b, inst in rows:
         table.add_row(b.name, b.family, b.precision, human_bytes(b.total_size),
                       "yes" if inst else "", _expected(b))
@@ -69,11 +72,10 @@ def show(name: str = typer.Argument(..., help="Bundle name, e.g. nvfp4-zimage.")
               + (" (gated: accept it on the repo page, set HF_TOKEN)" if bundle.gated else ""))
     if bundle.description:
         out.print(bundle.description)
-    table = Table("role", "file", "format", "size", "state", "source", box=None)
-    for s in statuses:
-        table.add_row(s.file.role, s.file.relpath, s.file.format, human_bytes(s.file.size),
-                      s.state + (" (gated)" if s.file.gated else ""), s.file.source.text)
-    out.print(table)
+    for s in statuses:  # two lines per file: paths and sources stay whole at 80 columns
+        out.print(f"{s.state:>10}  {s.file.relpath}", markup=False)
+        out.print(f"{'':>10}  {s.file.role}, {s.file.format}, {human_bytes(s.file.size)}"
+                  f"{', gated' if s.file.gated else ''} — {s.file.source.text}", markup=False)
     missing = sum(s.file.size or 0 for s in statuses if s.state != "present")
     out.print(f"total {human_bytes(bundle.total_size)}; still to fetch {human_bytes(missing)}"
               f"; {'installed' if installed else 'not installed'} under {manager.root}")
