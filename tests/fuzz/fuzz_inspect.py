@@ -73,8 +73,9 @@ def seeds(workdir: Path) -> list[bytes]:
         simple_gguf(),
     ]
     logging.getLogger("gguf").setLevel(logging.ERROR)
-    for i, (layout, arch, qtype) in enumerate([(tiny, "flux", "Q8_0"), (flux2_layout("klein-4b", hidden=32), None, "F16"),
-                                               (qwen3_layout(hidden=64, vocab=8), "qwen3", "Q8_0")]):
+    gguf_seeds = [(tiny, "flux", "Q8_0"), (flux2_layout("klein-4b", hidden=32), None, "F16"),
+                  (qwen3_layout(hidden=64, vocab=8), "qwen3", "Q8_0")]
+    for i, (layout, arch, qtype) in enumerate(gguf_seeds):
         path = write_gguf(workdir / f"seed{i}.gguf", layout, arch, qtype, file_type=7,
                           kv=[("tokenizer.ggml.tokens", ["a", "bb", "ccc"]), ("comfy.gguf.orig_shape.x", [1, 2])])
         out.append(path.read_bytes())
@@ -98,8 +99,22 @@ QUANT_CONFS = ['{"format":"nvfp4"}', '{"format":"float8_e4m3fn"}', '{"format":"m
 ARCHS = ["flux", "lumina2", "qwen3", "qwen3vl", "t5", "t5encoder", "llama", "qwen2vl", "gemma3", "sd99", ""]
 
 
-def _random_shape(rng: random.Random) -> tuple[int, ...]:
-    return tuple(rng.choice(DIMS) for _ in range(rng.choice([0, 1, 1, 2, 2, 2, 3, 4])))
+MAX_NUMEL = 8192
+
+
+def _random_shape(rng: random.Random, max_dims: int = 4) -> tuple[int, ...]:
+    """A few dims of interesting sizes, at most MAX_NUMEL elements so generated files stay small."""
+    dims = [rng.choice(DIMS) for _ in range(min(max_dims, rng.choice([0, 1, 1, 2, 2, 2, 3, 4])))]
+    while dims and _prod(dims) > MAX_NUMEL:
+        dims[dims.index(max(dims))] = rng.choice(DIMS[:5])
+    return tuple(dims)
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
 
 
 def random_safetensors(rng: random.Random) -> bytes:
@@ -117,7 +132,7 @@ def random_safetensors(rng: random.Random) -> bytes:
         shape = _random_shape(rng)
         if BITS[dtype] < 8 and shape and shape[-1] % 2:
             shape = shape[:-1] + (shape[-1] + 1,)
-        if BITS[dtype] == 6 and sum(shape) and (T(dtype, shape).numel * 6) % 8:
+        if BITS[dtype] == 6 and (_prod(shape) * 6) % 8:
             dtype = "U8"
         tensors[name] = T(dtype, shape)
     metadata = None
@@ -134,7 +149,8 @@ def random_gguf(rng: random.Random) -> bytes:
     from tests.fixtures.model_files import gguf_bytes, gguf_kv, gguf_str, gguf_tensor_info, gguf_u32
 
     alignment = rng.choice([1, 8, 32, 32, 64])
-    kvs = [gguf_u32("general.alignment", alignment), gguf_u32("general.file_type", rng.choice([0, 1, 7, 15, 32, 99, 1024]))]
+    kvs = [gguf_u32("general.alignment", alignment),
+           gguf_u32("general.file_type", rng.choice([0, 1, 7, 15, 32, 99, 1024]))]
     if rng.random() < 0.8:
         kvs.append(gguf_str("general.architecture", rng.choice(ARCHS)))
     infos, offset = [], 0
@@ -142,11 +158,8 @@ def random_gguf(rng: random.Random) -> bytes:
     for name in dict.fromkeys(names):
         type_id = rng.choice(list(GGML_TYPES))
         _, block, size = GGML_TYPES[type_id]
-        ne = [rng.choice(DIMS) for _ in range(rng.choice([1, 1, 2, 2, 3, 4]))]
-        ne[0] = block * rng.choice([0, 1, 2])
-        numel = 1
-        for d in ne:
-            numel *= d
+        ne = [block * rng.choice([0, 1, 2]), *_random_shape(rng, max_dims=3)]
+        numel = _prod(ne)
         if rng.random() < 0.2:
             shape = struct.pack("<IQ", 5, 2) + struct.pack("<2i", rng.choice([1, numel or 1]), 1)
             kvs.append(gguf_kv(f"comfy.gguf.orig_shape.{name}", 9, shape))

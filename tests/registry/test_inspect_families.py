@@ -97,7 +97,8 @@ def test_llama_cpp_text_encoders_by_architecture(tmp_path):
     layout = {"token_embd.weight": qwen3_layout()["model.embed_tokens.weight"],
               "blk.0.attn_q.weight": qwen3_layout()["model.layers.0.self_attn.q_proj.weight"],
               "blk.0.attn_norm.weight": qwen3_layout()["model.layers.0.input_layernorm.weight"]}
-    ins = inspect_file(write_gguf(tmp_path / "q.gguf", layout, "qwen3", "Q8_0", kv=[("qwen3.embedding_length", hidden)]))
+    ins = inspect_file(write_gguf(tmp_path / "q.gguf", layout, "qwen3", "Q8_0",
+                                  kv=[("qwen3.embedding_length", hidden)]))
     assert (ins.family, ins.variant, ins.role) == ("qwen3", "4b", "text_encoder")
     t5 = {"enc.blk.0.ffn_up.weight": t5_layout(blocks=1)["encoder.block.0.layer.1.DenseReluDense.wi_1.weight"]}
     ins = inspect_file(write_gguf(tmp_path / "t5.gguf", t5, "t5encoder", "Q8_0",

@@ -89,7 +89,8 @@ def test_comfyui_unloadable_dtypes_warn_but_pass():
     ("not JSON", _file("{nope"), "not valid JSON"),
     ("duplicate key", _file('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
                             '"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}', b"xy"), "repeats the key 'a'"),
-    ("unknown dtype", _file({"a": {"dtype": "F12", "shape": [1], "data_offsets": [0, 1]}}, b"x"), "unknown dtype 'F12'"),
+    ("unknown dtype", _file({"a": {"dtype": "F12", "shape": [1], "data_offsets": [0, 1]}}, b"x"),
+     "unknown dtype 'F12'"),
     ("negative dim", _file({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 1]}}, b"x"), "shape"),
     ("offsets past the end", _file({"a": {"dtype": "U8", "shape": [9], "data_offsets": [0, 9]}}, b"x"), "truncated"),
     ("overlap", _file({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},

@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable
 
 from ...errors import BadFileError
-from .classify import classify
+from .classify import classify as classify_header  # aliased: `classify` stays the submodule
 from .declared import DECLARED_FORMATS, check_declared, is_declared_format
 from .families import detect_family
 from .files import PARSERS, SNIFF_BYTES, pickle_container, range_reader, read_exact, read_header, sniff
@@ -100,7 +100,7 @@ def _unexpected(name: str, err: Exception) -> BadFileError:
 
 def _assemble(parsed: ParsedHeader, path: str | None, size: int,
               read_range: Callable[[int, int], bytes | None], name: str) -> Inspection:
-    report = classify(parsed, read_range, name)
+    report = classify_header(parsed, read_range, name)
     guess = detect_family(parsed)
     return Inspection(
         path=path, format=parsed.format, file_size=size, header_size=parsed.header_size,

@@ -211,7 +211,7 @@ def detect_family(parsed: ParsedHeader) -> FamilyGuess:
         found = rule(keys)
         if found:
             family, variant, prefix = found
-            bundled = prefix and any(not n.startswith(prefix) and n.startswith(_BUNDLED_PARTS) for n in names)
+            bundled = bool(prefix) and any(not n.startswith(prefix) and n.startswith(_BUNDLED_PARTS) for n in names)
             role = "checkpoint" if bundled else "diffusion_model"
             return FamilyGuess(family, variant, role, _arch_warnings(parsed, arch, family))
     for rule in _COMPONENT_RULES:

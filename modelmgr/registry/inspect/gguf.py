@@ -193,12 +193,12 @@ def _value(cur: _Cursor, vtype: int, limits: GGUFLimits, depth: int) -> Any:
 
 
 def _check_magic(data: bytes, file_size: int, name: str) -> int:
-    if file_size < 24 or len(data) < 24:
+    if len(data) < 24 and file_size >= 24:
+        raise NeedMore(24)
+    if file_size < 24:
         if data[:4] not in (_MAGIC, _MAGIC_SWAPPED):
             raise bad(name, f"not a GGUF file (starts with {shown(bytes(data[:4]))})")
-        if file_size < 24:
-            raise bad(name, f"file is {file_size} bytes, too small for a GGUF header (truncated?)")
-        raise NeedMore(24)
+        raise bad(name, f"file is {file_size} bytes, too small for a GGUF header (truncated?)")
     magic = bytes(data[:4])
     (version,) = _U32.unpack_from(data, 4)
     if magic == _MAGIC_SWAPPED or (magic == _MAGIC and version and not version & 0xFFFF):
