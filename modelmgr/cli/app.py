@@ -69,19 +69,25 @@ _CLICK_ERRORS = _click_family("ClickException", typer.BadParameter)
 _ABORTS = _click_family("Abort", typer.Abort)
 
 
+def _interrupted() -> None:
+    print("interrupted; partial downloads are kept, run the same command to resume",
+          file=sys.stderr)
+    sys.exit(ExitCode.INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="modelmgr", standalone_mode=False)
+        if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into this exit code
+            _interrupted()
         sys.exit(code if isinstance(code, int) else 0)
     except _CLICK_ERRORS as exc:
         exc.show()
         sys.exit(ExitCode.USAGE)
     except (KeyboardInterrupt, *_ABORTS):
-        print("interrupted; partial downloads are kept, run the same command to resume",
-              file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
+        _interrupted()
     except ModelMgrError as err:
         if STATE.debug:
             traceback.print_exc()

@@ -65,3 +65,23 @@ async def test_two_processes_on_one_target_fetch_it_once(tmp_path):
         data_bytes = sum(r.bytes_sent for r in srv.requests if r.range != "bytes=0-0")
         assert data_bytes < 2 * len(DATA)
         assert read(tmp_path / "big.bin") == DATA
+
+
+async def test_ctrl_c_keeps_a_resumable_partial_and_says_so(tmp_path):
+    async with RangeServer(per_connection_rate=512 * KiB) as srv:
+        srv.add_file("/big.bin", DATA)
+        proc = await start_cli("pull", "url", srv.url("/big.bin"), "--dest", str(tmp_path),
+                               "--connections", "2")
+        partial = tmp_path / "big.bin.partial"
+        for _ in range(500):
+            await asyncio.sleep(0.02)
+            state = load_state(state_path(partial))
+            if state and sum(s.filled for s in state.segments) >= 256 * KiB:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 130
+        assert "resume" in err.decode() and "Traceback" not in err.decode()
+        state = load_state(state_path(partial))
+        assert state is not None and sum(s.filled for s in state.segments) >= 256 * KiB
+        assert not (tmp_path / "big.bin").exists() and not (tmp_path / "big.bin.lock").exists()
