@@ -73,7 +73,7 @@ async def _rich(hub: ProgressHub, task: asyncio.Future, console: Console):
 
 
 async def _plain(hub: ProgressHub, task: asyncio.Future):
-    last = 0.0
+    last = time.monotonic()  # first line after one interval, when there is a speed to show
     shown_events = 0
     while not task.done():
         await asyncio.wait([task], timeout=1 / SAMPLE_HZ)
