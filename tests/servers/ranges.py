@@ -279,6 +279,9 @@ async def _send_fast(request: web.Request, resp: web.StreamResponse, blob: Blob,
                                                          start + record.bytes_sent, n)
         else:
             await _write_chunks(resp, blob, handle, start, length, record)
+    except ConnectionError:  # the client hung up (a stolen part, a cancelled pull): normal
+        record.outcome = "client-gone"
+        return
     finally:
         if handle is not None:
             handle.close()
