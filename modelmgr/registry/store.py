@@ -1,9 +1,11 @@
-"""The registry: one SQLite database (WAL) in the models root, ``.modelmgr/registry.sqlite``.
+"""The registry: one SQLite database in the models root, ``.modelmgr/registry.sqlite``.
 
 It records every asset modelmgr knows under the root (path, size, mtime, hashes, where it came
 from, what the inspector found, the last verification, smoke results) and which installed bundles
 use which files. WAL lets the CLI, the TUI and the daemon read while one of them writes; writers
-wait on ``busy_timeout`` instead of failing, and every change is one short transaction.
+wait on ``busy_timeout`` instead of failing, and every change is one short transaction. On a
+network filesystem (a cloud volume several machines mount) WAL cannot work, so the database uses
+a rollback journal there, which relies on the filesystem's byte-range locks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Iterator
 
 from ..errors import ModelMgrError
 from ..library.layout import STATE_DIR
+from ..library.mounts import is_network_fs
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -122,7 +125,10 @@ class Registry:
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL needs memory shared by every user of the database: not possible across the
+            # machines that mount one network volume, where a rollback journal is used instead
+            self.journal_mode = "DELETE" if is_network_fs(self.path.parent) else "WAL"
+            self._db.execute(f"PRAGMA journal_mode={self.journal_mode}")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
