@@ -110,6 +110,8 @@ class Settings:
                                 float)
     bundles_dir: str = _setting(None, "MODELMGR_BUNDLES",
                                 "extra folder of bundle YAML files (adds or overrides)")
+    daemon_config: str = _setting(None, "MODELMGR_CONFIG",
+                                  "config file of `modelmgr daemon|sync|status` (YAML)")
     hf_endpoint: str = _setting("https://huggingface.co", "HF_ENDPOINT",
                                 "Hugging Face endpoint (a mirror works)")
     hf_token: str = _setting(None, "HF_TOKEN", "Hugging Face token (else the stored hf login)",

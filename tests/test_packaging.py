@@ -36,6 +36,7 @@ def test_wheel_carries_modules_and_bundles(tmp_path):
     shipped = {p.name for p in (ROOT / "bundles").glob("*.yaml")}
     assert shipped and all(f"modelmgr_bundles/{n}" in names for n in shipped)
     assert "modelmgr/download/engine.py" in names
+    assert "modelmgr_tui/app.tcss" in names  # the TUI's stylesheet is package data
     assert not any(n.startswith("tests/") for n in names)
 
 

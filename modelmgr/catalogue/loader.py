@@ -30,7 +30,8 @@ class BundleError(ConfigError):
 
 
 class _Node:
-    """A YAML node plus where it is, with typed accessors that raise BundleError."""
+    """A YAML node plus where it is, with typed accessors that raise ``fail()``'s error
+    (BundleError here; the daemon config subclasses this and overrides ``fail``)."""
 
     def __init__(self, node: yaml.Node, path: Path, field: str) -> None:
         self.node, self.path, self.field = node, path, field
@@ -51,11 +52,12 @@ class _Node:
             key = key_node.value
             where = f"{self.field}.{key}" if self.field else key
             if key in items:
-                raise _Node(key_node, self.path, where).fail("appears twice")
+                raise type(self)(key_node, self.path, where).fail("appears twice")
             if key not in required and key not in optional:
                 allowed = ", ".join(required + optional)
-                raise _Node(key_node, self.path, where).fail(f"unknown field (allowed: {allowed})")
-            items[key] = _Node(value_node, self.path, where)
+                raise type(self)(key_node, self.path, where).fail(
+                    f"unknown field (allowed: {allowed})")
+            items[key] = type(self)(value_node, self.path, where)
         missing = [k for k in required if k not in items]
         if missing:
             raise self.fail(f"missing required field {missing[0]!r}")
@@ -64,7 +66,8 @@ class _Node:
     def sequence(self) -> list["_Node"]:
         if not isinstance(self.node, yaml.SequenceNode) or not self.node.value:
             raise self.fail("must be a non-empty list")
-        return [_Node(n, self.path, f"{self.field}[{i}]") for i, n in enumerate(self.node.value)]
+        return [type(self)(n, self.path, f"{self.field}[{i}]")
+                for i, n in enumerate(self.node.value)]
 
     def text(self, pattern: re.Pattern | None = None, choices: tuple[str, ...] = ()) -> str:
         value = self.value()

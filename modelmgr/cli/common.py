@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..download.engine import FileResult
 from ..errors import ExitCode, ModelMgrError
@@ -92,4 +93,4 @@ def report_error(err: ModelMgrError) -> None:
     if STATE.json:
         print(json.dumps({"ok": False, "error": err.to_dict()}, indent=2))
     else:
-        stderr_console().print(f"[red]error:[/red] {err}", highlight=False)
+        stderr_console().print(f"[red]error:[/red] {escape(str(err))}", highlight=False)

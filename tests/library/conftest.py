@@ -74,12 +74,11 @@ def bundle_yaml(name: str, commit: str, diffusion: str, fmt: str, family: str = 
         """)
 
 
-@pytest.fixture
-async def world(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
+def tiny_files(src: Path) -> dict[str, bytes]:
+    """The repo's files (real, tiny, deterministic), built in the scratch folder ``src``."""
+    src.mkdir(exist_ok=True)
     dm = flux1_layout(dev=True)
-    files = {
+    return {
         "split_files/diffusion_models/tiny_bf16.safetensors": _bytes_of(src, "bf16", dm),
         "split_files/diffusion_models/tiny_fp8_scaled.safetensors":
             _bytes_of(src, "fp8", fp8_scaled(dm)),
@@ -88,13 +87,22 @@ async def world(tmp_path):
         "split_files/vae/ae.safetensors": _bytes_of(src, "vae",
                                                     as_dtype(vae_layout(latent=16), "BF16")),
     }
+
+
+def make_world(hub: HubServer, tmp_path: Path) -> World:
+    """Publish the tiny repo on ``hub`` and write the three bundles that use it."""
+    files = tiny_files(tmp_path / "src")
+    commit = hub.add_repo(REPO, files, lfs_threshold=1)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    for name, diffusion, fmt in (("bf16-tiny", "tiny_bf16.safetensors", "bf16"),
+                                 ("fp8-tiny", "tiny_fp8_scaled.safetensors", "fp8-scaled"),
+                                 ("nvfp4-liar", "tiny_liar.safetensors", "nvfp4")):
+        (bundles / f"{name}.yaml").write_text(bundle_yaml(name, commit, diffusion, fmt))
+    return World(hub, tmp_path / "models", bundles, commit, files)
+
+
+@pytest.fixture
+async def world(tmp_path):
     async with HubServer() as hub:
-        commit = hub.add_repo(REPO, files, lfs_threshold=1)
-        bundles = tmp_path / "bundles"
-        bundles.mkdir()
-        for name, diffusion, fmt in (("bf16-tiny", "tiny_bf16.safetensors", "bf16"),
-                                     ("fp8-tiny", "tiny_fp8_scaled.safetensors", "fp8-scaled"),
-                                     ("nvfp4-liar", "tiny_liar.safetensors", "nvfp4")):
-            (bundles / f"{name}.yaml").write_text(bundle_yaml(name, commit, diffusion, fmt))
-        root = tmp_path / "models"
-        yield World(hub, root, bundles, commit, files)
+        yield make_world(hub, tmp_path)

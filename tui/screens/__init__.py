@@ -1,0 +1,1 @@
+"""The TUI's screens: one per mode (Catalogue, Library, Transfers, Help) plus the modals."""
