@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import EXIT_TABLE, ExitCode, ModelMgrError
-from . import bundles, library, pull
+from . import bundles, daemon, library, pull, smoke, tui
 from .common import STATE, load_settings, report_error, stderr_console
 
 app = typer.Typer(
@@ -26,6 +26,11 @@ app.add_typer(pull.app, name="pull")
 app.add_typer(bundles.app, name="bundles")
 app.add_typer(library.comfyui, name="comfyui")
 for _command in (library.ls, library.inspect, library.verify, library.scan, library.rm):
+    app.command(_command.__name__)(_command)
+for _command in (smoke.smoke, smoke.bench, smoke.quantize):
+    app.command(_command.__name__)(_command)
+app.command("tui")(tui.tui)
+for _command in (daemon.daemon, daemon.sync, daemon.status):
     app.command(_command.__name__)(_command)
 
 
