@@ -135,3 +135,19 @@ class ModelManager:
 
     def extra_model_paths(self) -> str:
         return extra_model_paths_yaml(self.root)
+
+    # -- GPU smoke test (torch and diffusers are imported inside, never at module import) -------
+    def smoke(self, target: str, *, device: str | None = "cuda", steps: int | None = None,
+              width: int | None = None, height: int | None = None):
+        """Load a bundle's (or a file's) diffusion model on the GPU, run a short generation and
+        record load time, it/s, peak VRAM and the verdict in the registry.
+
+        ``device="cuda"`` refuses to run without a GPU (a CPU run of a real model would take
+        hours); the CLI passes ``None`` for "the GPU if there is one, else the CPU".
+        """
+        from .smoke import api
+        from .smoke.runner import Options
+
+        options = Options(width=width, height=height, steps=steps)
+        result, _ = api.smoke(self, target, options, api.device_info(device))
+        return result

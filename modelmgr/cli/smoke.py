@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ExitCode, UsageError
+from ..library.layout import STATE_DIR
 from .common import STATE, manager_for, print_json, stderr_console, stdout_console
 from .options import JSON, ROOT
 from .render import human_bytes
@@ -61,7 +62,7 @@ def smoke(target: str = typer.Argument(..., help="A bundle name, a recorded asse
     STATE.json = as_json
     manager = manager_for(root)
     info = api.device_info(device)
-    image_dir = output or manager.root / ".modelmgr" / "smoke"
+    image_dir = output or manager.root / STATE_DIR / "smoke"
     result, recorded = api.smoke(manager, target, _options(steps, resolution, seed, fp8_activations, no_decode,
                                                            image_dir), info, vae)
     if as_json:

@@ -13,10 +13,17 @@ The pieces, each small:
 * :mod:`.gpu_info` — which device, which native kernels it has (FP8 from cc 8.9, NVFP4 from 10.0);
 * :mod:`.reader` — tensor bytes straight from the file to the device, using the inspector's offsets;
 * :mod:`.quant` — the stored formats as weights that can be sliced, moved, dequantized, and the
-  linear layers that run them (FP8 matmuls, comfy-kitchen NVFP4, on-the-fly dequantization);
+  linear layers that run them (FP8 matmuls fed by a one-pass Triton activation quantizer,
+  comfy-kitchen NVFP4, on-the-fly dequantization);
 * :mod:`.rowmap` and :mod:`.arch` — diffusers' model classes and single-file key converters,
   config inferred from tensor shapes, applied to quantized weights without dequantizing them;
 * :mod:`.loader` — file → module on the device; :mod:`.sampler` — the flow-matching loop and its
-  timing; :mod:`.vae` and :mod:`.png` — the picture; :mod:`.runner` and :mod:`.bench` — the two
-  commands; :mod:`.quantize` and :mod:`.writers` — the quantizer.
+  timing; :mod:`.vae` and :mod:`.png` — the picture; :mod:`.runner`, :mod:`.results` and
+  :mod:`.bench` (+ :mod:`.quality`, :mod:`.report_html`) — the two commands; :mod:`.quantize` and
+  :mod:`.writers` — the quantizer; :mod:`.targets` — bundle / asset / file resolution and the
+  registry record; :mod:`.api` — the entry points front ends call.
+
+Text conditioning is a seeded embedding of the right shape (reports say so): ComfyUI's text
+encoder files carry no tokenizer and nothing may be fetched from a hub, so running the bundle's
+text encoder is not implemented.
 """

@@ -10,6 +10,9 @@ Steps, each checked with a one-line error naming the file:
 4. the model is built on the meta device and filled: quantized weights replace their
    ``nn.Linear`` with a format layer (native matmul where the GPU has one, dequantized otherwise),
    plain tensors are assigned in the compute dtype. Nothing may be left missing or unused.
+
+Calibrated ``input_scale`` / ``scale_input`` tensors in a file are not used: FP8 layers calibrate
+their own activation scales on the warm-up step (quant/fp8.py), the same way for every file.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def compute_dtype(model: ModelFile):
 def load(model: ModelFile, device: DeviceInfo, *, act_mode: str = "static") -> LoadedModel:
     """Load ``model`` onto ``device.device`` in its stored format (module docstring)."""
     torch = deps.torch("the smoke test")
+    deps.diffusers("the smoke test")
     started = time.perf_counter()
     if model.inspection.role not in ("diffusion_model", "checkpoint"):
         raise BadFileError(f"{model.name}: the inspector sees a {model.inspection.role} "
@@ -235,6 +239,8 @@ def _make_linear(weight, linear, bias, dtype, device: DeviceInfo, name: str, key
 
     out_f, in_f = linear.out_features, linear.in_features
     if isinstance(weight, NvFp4Weight):
+        if weight.shape[0] > out_f and weight.shape[0] == -(-out_f // 16) * 16:
+            weight = weight.rows(slice(0, out_f))  # the rows ComfyUI padded to 16
         if weight.shape[0] != out_f or weight.shape[1] < in_f:
             raise BadFileError(f"{name}: NVFP4 {key} holds {list(weight.shape)}, the layer is [{out_f}, {in_f}]")
         return NvFp4Linear(weight.trimmed(in_f), bias, dtype, native=device.nvfp4_native)

@@ -35,7 +35,6 @@ def psnr(test, ref, peak: float | None = None) -> float:
 
 
 def cosine(test, ref) -> float:
-    torch = deps.torch()
     a, b = test.double().flatten(), ref.double().flatten()
     denom = float(a.norm() * b.norm())
     return float(a @ b) / denom if denom else (1.0 if float(a.norm()) == float(b.norm()) else 0.0)

@@ -56,18 +56,19 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     out = []
     for row in report.rows:
         if row.run is None:
-            out.append([row.label, "error", row.error or "", "", "", "", "", "", "", ""])
+            out.append([row.label, "error", row.error or "", "", "", "", "", "", "", "", ""])
             continue
         r, q = row.run.result, row.quality
         out.append([row.label, r.precision, _fmt(r.it_s), _fmt(row.speedup, 2, "×"), _gib(r.peak_vram_bytes),
-                    f"{r.load_s:.1f} s ({r.load_gb_s:.1f} GB/s)",
+                    f"{r.load_s:.1f} s, {r.load_gb_s:.1f} GB/s",
                     _fmt(q.latent_psnr, 1, " dB") if q else "–", _fmt(q.latent_cos, 4) if q else "–",
-                    _fmt(q.image_psnr, 1, " dB") if q and q.image_psnr is not None else "–", r.verdict])
+                    _fmt(q.image_psnr, 1, " dB") if q and q.image_psnr is not None else "–",
+                    _fmt(q.image_cos, 4) if q and q.image_cos is not None else "–", r.verdict])
     return out
 
 
 HEADERS = ["variant", "precision", "it/s", "speedup", "peak VRAM", "load", "latent PSNR", "latent cos",
-           "image PSNR", "verdict"]
+           "image PSNR", "image cos", "verdict"]
 
 
 def _figure(row: BenchRow, index: int) -> str:

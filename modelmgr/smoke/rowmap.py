@@ -59,6 +59,8 @@ def apply_converter(converter: Callable[[dict], dict], state: Mapping[str, Any],
 
 
 def _take(state: Mapping[str, Any], keys: list[str], labels, out_key: str, name: str):
+    from .quant.base import QuantWeight
+
     torch = deps.torch()
     flat = labels.reshape(-1)
     flat = flat[flat >= 0].to(torch.int64)
@@ -77,6 +79,6 @@ def _take(state: Mapping[str, Any], keys: list[str], labels, out_key: str, name:
         index: Any = slice(start, start + rows.numel())
     else:
         index = rows
-    if hasattr(value, "rows"):
+    if isinstance(value, QuantWeight):
         return value.rows(index)
     return value[index] if isinstance(index, slice) else value.index_select(0, index.to(value.device))

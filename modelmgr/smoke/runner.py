@@ -77,6 +77,8 @@ def run_variant(target: Target, options: Options, device: DeviceInfo) -> Variant
     if device.is_gpu:
         gc.collect()
         torch.cuda.empty_cache()
+        torch.zeros(1, device=device.device)  # CUDA context start-up is not the file's load time
+        torch.cuda.synchronize(device.device)
         torch.cuda.reset_peak_memory_stats(device.device)
     loaded = loader.load(model_file, device, act_mode=options.act_mode)
     cond = sampler.seeded_conditioning(loaded.arch, options.seed, device.device, loaded.dtype)

@@ -66,7 +66,9 @@ def check_resolution(width: int, height: int) -> None:
 
 
 def sigmas(arch: Architecture, steps: int, shape: tuple[int, int, int]) -> list[float]:
-    """σ from 1 to 0 in ``steps`` Euler steps, shifted as each family's pipeline does."""
+    """σ from 1 to 0 in ``steps`` Euler steps: Z-Image Turbo's static shift 3.0; for FLUX the
+    resolution-dependent shift of diffusers' FLUX.1 pipeline (``calculate_shift``), used for
+    FLUX.2 too. The schedule only has to be the same for every variant being compared."""
     base = [1 - i / steps for i in range(steps + 1)]
     if arch.family == "z-image":
         shift = 3.0
