@@ -92,16 +92,21 @@ class _Node:
         return value
 
 
-def load_bundle(path: Path, text: str | None = None) -> Bundle:
-    """Parse and validate one bundle file."""
-    text = path.read_text(encoding="utf-8") if text is None else text
+def compose_yaml(text: str, path: Path, error: type[ConfigError]) -> yaml.Node | None:
+    """The YAML node tree of ``text``; ``error`` with file and line when it is not YAML."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise BundleError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax") from None
+        raise error(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
+                    "fix the YAML syntax") from None
+
+
+def load_bundle(path: Path, text: str | None = None) -> Bundle:
+    """Parse and validate one bundle file."""
+    text = path.read_text(encoding="utf-8") if text is None else text
+    root = compose_yaml(text, path, BundleError)
     if root is None:
         raise BundleError(f"{path}: the file is empty")
     top = _Node(root, path, "").mapping(

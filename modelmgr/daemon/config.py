@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..catalogue.loader import NAME, _Node
+from ..catalogue.loader import NAME, _Node, compose_yaml
 from ..errors import ConfigError
 from ..settings import Settings, _size
 
@@ -146,13 +146,7 @@ def load_config(path: Path) -> DaemonConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}",
                           "pass --config or set MODELMGR_CONFIG to a readable file") from None
-    try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax") from None
+    root_node = compose_yaml(text, path, ConfigError)
     if root_node is None:
         raise ConfigError(f"{path}: the config is empty", SCHEMA_HINT)
     top = _ConfigNode(root_node, path, "").mapping(

@@ -14,6 +14,7 @@ infos (dims reversed), and data aligned to 32 bytes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -38,10 +39,7 @@ class Spec:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 def safetensors_nbytes(spec: Spec) -> int:
