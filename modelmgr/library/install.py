@@ -84,11 +84,11 @@ async def install_bundle(settings: Settings, library: Library, bundle: Bundle,
     remotes = await resolve_bundle_files(settings, [s.file for s in todo])
     jobs = [FileJob(remote, library.root, check=_declared_check(st.file))
             for st, remote in zip(todo, remotes)]
-    check_free_space(jobs)
     outcomes = {s.file.relpath: FileOutcome(s.file.relpath, s.file.role, "present",
                                             s.asset.size if s.asset else None)
                 for s in statuses if s.state == "present"}
     if dry_run:
+        check_free_space(jobs)  # a real pull checks it in the engine, for all files at once
         for st, remote in zip(todo, remotes):
             outcomes[st.file.relpath] = FileOutcome(st.file.relpath, st.file.role, "planned",
                                                     remote.size)
