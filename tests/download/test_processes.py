@@ -68,7 +68,7 @@ async def test_two_processes_on_one_target_fetch_it_once(tmp_path):
 
 
 async def test_ctrl_c_keeps_a_resumable_partial_and_says_so(tmp_path):
-    async with RangeServer(per_connection_rate=512 * KiB) as srv:
+    async with RangeServer(per_connection_rate=256 * KiB) as srv:  # the pull would take 16 s
         srv.add_file("/big.bin", DATA)
         proc = await start_cli("pull", "url", srv.url("/big.bin"), "--dest", str(tmp_path),
                                "--connections", "2")
@@ -79,9 +79,10 @@ async def test_ctrl_c_keeps_a_resumable_partial_and_says_so(tmp_path):
             if state and sum(s.filled for s in state.segments) >= 256 * KiB:
                 break
         proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 130
-        assert "resume" in err.decode() and "Traceback" not in err.decode()
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        shown = f"exit {proc.returncode}\nstdout: {out.decode()}\nstderr: {err.decode()}"
+        assert proc.returncode == 130, shown
+        assert "resume" in err.decode() and "Traceback" not in err.decode(), shown
         state = load_state(state_path(partial))
         assert state is not None and sum(s.filled for s in state.segments) >= 256 * KiB
         assert not (tmp_path / "big.bin").exists() and not (tmp_path / "big.bin.lock").exists()
