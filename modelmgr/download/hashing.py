@@ -83,6 +83,7 @@ class PrefixHasher:
         self._task: asyncio.Task | None = None
         self._fd: int | None = None
         self._buf = bytearray(READ_BLOCK)
+        self._inflight: asyncio.Future | None = None
 
     @property
     def hashed(self) -> int:
@@ -107,8 +108,9 @@ class PrefixHasher:
             while self._hashed < self._target:
                 # hash in slices so a long catch-up (resume) reports progress and can be cancelled
                 end = min(self._target, self._hashed + 64 * READ_BLOCK)
-                await asyncio.to_thread(hash_range, self._fd, self._hasher, self._hashed, end,
-                                        self._buf)
+                self._inflight = asyncio.ensure_future(asyncio.to_thread(
+                    hash_range, self._fd, self._hasher, self._hashed, end, self._buf))
+                await asyncio.shield(self._inflight)
                 self._hashed = end
 
     async def finish(self, size: int) -> str:
@@ -130,6 +132,9 @@ class PrefixHasher:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing, errors already seen
                 pass
             self._task = None
+        if self._inflight is not None:  # a thread may still be reading: never close under it
+            await asyncio.gather(self._inflight, return_exceptions=True)
+            self._inflight = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
