@@ -267,7 +267,8 @@ class FileDownload:
     # -- one download ----------------------------------------------------------------------
     async def _download(self) -> tuple[dict[str, str], Any]:
         self.prog.status = "probing"
-        probe = await self._probe()
+        async with self.engine.conn_slots:  # the probe is a connection too (refreshes run in a
+            probe = await self._probe()     # worker that already holds its slot)
         self.size = self._decide_size(probe)
         self.identity = self.remote.identity() | {"size": self.size}
         if not (self.remote.expected_hash or self.remote.revision):

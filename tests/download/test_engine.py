@@ -316,3 +316,32 @@ async def test_state_file_never_holds_credentials(tmp_path):
         json.loads(text)
         assert "SECRET" not in text
         assert all(r.header("authorization") == "Bearer tok-SECRET-123" for r in srv.requests)
+
+
+class PeakServer(RangeServer):
+    """Counts the requests in flight at once (a reply is in flight until its body is sent)."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.active = self.peak = 0
+
+    async def _handle(self, request):
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            return await super()._handle(request)
+        finally:
+            self.active -= 1
+
+
+async def test_global_connection_cap_across_files(tmp_path):
+    files = {f"/f{i}.bin": payload(1 * MiB, seed=i) for i in range(3)}
+    async with PeakServer(per_connection_rate=2 * MiB) as srv:
+        for path, data in files.items():
+            srv.add_file(path, data)
+        remotes = [remote_for(srv.url(p), d, name=p[1:]) for p, d in files.items()]
+        settings = fast_settings(connections=4, max_connections=3, parallel_files=3)
+        results = await Engine(settings).pull([FileJob(r, tmp_path) for r in remotes])
+    assert [r.error for r in results] == [None, None, None]
+    assert all(read(tmp_path / p[1:]) == d for p, d in files.items())
+    assert 2 <= srv.peak <= 3  # files ran at once, but never more than 3 connections in all
