@@ -543,6 +543,8 @@ class FileDownload:
         if resp.status in RETRY_STATUSES:
             raise PartFailure(Verdict.BACKOFF, f"HTTP {resp.status}", server_delay(resp.headers),
                               resp.status)
+        if resp.status == 416 and (resp.headers.get("Content-Range") or "").strip() == "bytes */0":
+            return Probe(url, 0, False, normalize_etag(resp.headers.get("ETag")))  # an empty file
         if resp.status not in (200, 206):
             body = await resp.content.read(2048)
             raise self._final_error(resp.status, body.decode("utf-8", "replace").strip()[:200],

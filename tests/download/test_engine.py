@@ -345,3 +345,11 @@ async def test_global_connection_cap_across_files(tmp_path):
     assert [r.error for r in results] == [None, None, None]
     assert all(read(tmp_path / p[1:]) == d for p, d in files.items())
     assert 2 <= srv.peak <= 3  # files ran at once, but never more than 3 connections in all
+
+
+async def test_empty_file(tmp_path):
+    async with RangeServer() as srv:
+        srv.add_file("/empty", b"")
+        result = await pull_one(fast_settings(), remote_for(srv.url("/empty"), b""), tmp_path)
+    assert result.error is None, result.error
+    assert read(tmp_path / "model.safetensors") == b"" and result.hashes == {"sha256": sha256(b"")}
