@@ -13,7 +13,7 @@ from .catalogue.catalogue import Catalogue
 from .catalogue.model import Bundle
 from .download.engine import Engine, FileJob, FileResult
 from .download.progress import ProgressHub
-from .errors import NotFoundError
+from .errors import NotFoundError, UsageError
 from .library.install import InstallReport, install_bundle
 from .library.layout import extra_model_paths_yaml
 from .library.library import FileStatus, Library, ScanReport, VerifyReport
@@ -128,6 +128,8 @@ class ModelManager:
         return self.library.verify(deep)
 
     def scan(self, folder: Path | None = None) -> ScanReport:
+        if folder is not None and not Path(folder).is_dir():  # before the root is created
+            raise UsageError(f"{folder} is not a folder", "give the ComfyUI models folder to adopt")
         return self.library.scan(folder)
 
     def remove(self, name: str) -> tuple[list[str], list[str]]:

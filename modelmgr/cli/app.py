@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         report_error(err)
         sys.exit(err.exit_code)
+    except OSError as exc:  # a path the user gave cannot be read or written
+        if STATE.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        report_error(ModelMgrError(f"{where}{exc.strerror or exc}",
+                                   "check the path and its permissions"))
+        sys.exit(ExitCode.INTERNAL)
     except Exception:  # noqa: BLE001 - the last line of defence: say it is a bug
         if STATE.debug:
             raise

@@ -36,7 +36,7 @@ STATE = CliState()
 
 def stderr_console() -> Console:
     return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
-                   soft_wrap=True)
+                   soft_wrap=True, emoji=False)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -55,7 +55,8 @@ def print_json(doc: Any) -> None:
 
 def stdout_console() -> Console:
     """Lines are not wrapped (paths and hashes stay greppable); tables still fit the width."""
-    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
+    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True,
+                   emoji=False)  # ":x:" in a file's bytes must not turn into an emoji
 
 
 def progress_mode(as_json: bool) -> str:

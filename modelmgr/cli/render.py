@@ -11,6 +11,7 @@ import time
 from typing import Awaitable, TypeVar
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
 
@@ -61,7 +62,7 @@ async def _rich(hub: ProgressHub, task: asyncio.Future, console: Console):
                         extra=f"{len(hub.files)} files")
             events = list(hub.events)
             for text in events[shown_events:]:
-                bars.console.print(f"[dim]{text}[/dim]")
+                bars.console.print(Text(text, style="dim"))
             shown_events = len(events)
             await asyncio.wait([task], timeout=1 / SAMPLE_HZ)
         for name, fp in hub.files.items():

@@ -96,3 +96,16 @@ async def test_plain_progress_lines_when_not_a_tty(tmp_path):
         assert code == 0
         assert "✓" in out and "sha256" in out
         assert "\x1b[" not in out + err  # no terminal control codes when piped
+
+
+async def test_bad_paths_get_clear_errors_and_create_nothing(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    code, _, err = await run_cli("scan", str(missing))
+    assert code == ExitCode.USAGE and "is not a folder" in err and not missing.exists()
+    code, _, err = await run_cli("comfyui", "extra-paths", "--root", str(tmp_path), "-o",
+                                 str(missing / "x.yaml"))
+    assert code == 1 and "No such file or directory" in err and "internal error" not in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("root:x:0:0")
+    code, _, err = await run_cli("inspect", str(notes), "--root", str(tmp_path))
+    assert code == ExitCode.BAD_FILE and "root:x:0" in err  # shown as bytes, never as an emoji
