@@ -12,7 +12,7 @@ import aiohttp
 
 from modelmgr.daemon.reconcile import LOCKS_DIR
 from modelmgr.daemon.volume_lock import Holder
-from modelmgr.download.state import load_state, state_path
+from tests.download.helpers import wait_until_saved
 from modelmgr.errors import ExitCode
 from modelmgr.library.layout import STATE_DIR
 from tests.procs import run_cli
@@ -25,15 +25,10 @@ KiB = 1024
 
 async def _saved_bytes(world: World, relpath: str, at_least: int, timeout: float = 20) -> int:
     """Wait until the resume sidecar of a download claims ``at_least`` bytes."""
-    partial = world.root / (relpath + ".partial")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = load_state(state_path(partial))
-        saved = sum(s.filled for s in state.segments) if state else 0
-        if saved >= at_least:
-            return saved
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{relpath}: the download never got going")
+    saved = await wait_until_saved(world.root / (relpath + ".partial"), at_least, timeout)
+    if saved < at_least:
+        raise AssertionError(f"{relpath}: the download never got going")
+    return saved
 
 
 def _leases(world: World) -> list:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import os
 from pathlib import Path
 
 from modelmgr.download.engine import Engine, FileJob, FileResult
+from modelmgr.download.plan import filled_bytes
 from modelmgr.download.progress import ProgressHub
+from modelmgr.download.state import load_state, state_path
 from modelmgr.settings import Settings
 from modelmgr.sources.base import RemoteFile
 
@@ -56,10 +58,27 @@ def leftovers(dest: Path) -> list[str]:
                   if p.is_file() and p.name.endswith((".partial", ".json", ".lock", ".tmp")))
 
 
+def saved_bytes(partial: Path) -> int:
+    """Bytes the resume sidecar of ``partial`` says are on disk (0 without a usable sidecar)."""
+    state = load_state(state_path(partial))
+    return filled_bytes(state.segments) if state else 0
+
+
+async def wait_until_saved(partial: Path, at_least: int, seconds: float = 20.0) -> int:
+    """Poll the sidecar (bounded) until ``at_least`` bytes are recorded; returns what it saw."""
+    saved = 0
+    for _ in range(int(seconds / 0.02)):
+        await asyncio.sleep(0.02)
+        saved = saved_bytes(partial)
+        if saved >= at_least:
+            break
+    return saved
+
+
 def read(path: Path) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
 
 
 __all__ = ["fast_settings", "payload", "sha256", "remote_for", "pull_one", "leftovers", "read",
-           "KiB", "MiB", "os"]
+           "saved_bytes", "wait_until_saved", "KiB", "MiB"]

@@ -6,11 +6,10 @@ import asyncio
 import json
 import signal
 
-from modelmgr.download.state import load_state, state_path
 from tests.procs import run_cli, start_cli
 from tests.servers.ranges import RangeServer
 
-from .helpers import KiB, MiB, payload, read, sha256
+from .helpers import KiB, MiB, payload, read, saved_bytes, sha256, wait_until_saved
 
 DATA = payload(8 * MiB, seed=7)
 
@@ -21,14 +20,7 @@ async def test_sigkill_midway_then_rerun_fetches_less_and_verifies(tmp_path):
         args = ("pull", "url", srv.url("/big.bin"), "--sha256", sha256(DATA), "--dest",
                 str(tmp_path), "--connections", "4", "--json")
         proc = await start_cli(*args)
-        partial = tmp_path / "big.bin.partial"
-        saved = 0
-        for _ in range(1000):  # bounded: at most ~20 s
-            await asyncio.sleep(0.02)
-            state = load_state(state_path(partial))
-            saved = sum(s.filled for s in state.segments) if state else 0
-            if saved >= 1 * MiB:
-                break
+        saved = await wait_until_saved(tmp_path / "big.bin.partial", 1 * MiB)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         assert proc.returncode == -signal.SIGKILL
@@ -73,16 +65,11 @@ async def test_ctrl_c_keeps_a_resumable_partial_and_says_so(tmp_path):
         proc = await start_cli("pull", "url", srv.url("/big.bin"), "--dest", str(tmp_path),
                                "--connections", "2")
         partial = tmp_path / "big.bin.partial"
-        for _ in range(500):
-            await asyncio.sleep(0.02)
-            state = load_state(state_path(partial))
-            if state and sum(s.filled for s in state.segments) >= 256 * KiB:
-                break
+        await wait_until_saved(partial, 256 * KiB, seconds=10)
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         shown = f"exit {proc.returncode}\nstdout: {out.decode()}\nstderr: {err.decode()}"
         assert proc.returncode == 130, shown
         assert "resume" in err.decode() and "Traceback" not in err.decode(), shown
-        state = load_state(state_path(partial))
-        assert state is not None and sum(s.filled for s in state.segments) >= 256 * KiB
+        assert saved_bytes(partial) >= 256 * KiB
         assert not (tmp_path / "big.bin").exists() and not (tmp_path / "big.bin.lock").exists()
