@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def available(tool: str) -> bool:
         return shutil.which("aria2c") is not None
     if tool == "hf_hub_download":
         try:
-            import huggingface_hub  # noqa: F401
+            import huggingface_hub  # noqa: F401 - only: is it installed?
         except ImportError:
             return False
     return True

@@ -16,7 +16,7 @@ from rich.table import Table
 from .. import __version__
 from ..errors import EXIT_TABLE, ExitCode, ModelMgrError
 from . import bundles, daemon, library, pull, smoke, tui
-from .common import STATE, load_settings, report_error, stderr_console
+from .common import STATE, load_settings, report_error
 
 app = typer.Typer(
     name="modelmgr", no_args_is_help=True, add_completion=False, rich_markup_mode=None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 ROOT = typer.Option(None, "--root", help="Models root (ComfyUI models folder); default MODELMGR_ROOT.")
