@@ -193,13 +193,14 @@ def run_model(model: str, args, out: Path, device: str) -> dict:
                                         f"{width}x{height}", "--steps", str(args.steps), "--device", device,
                                         "--no-decode", root=root)
             log(f"fp8 dynamic activations: {result['fp8_dynamic'].get('result', {}).get('it_s', 0):.3f} it/s")
-        for f in files:
+        for f in files if not args.keep else []:
             Path(f).unlink(missing_ok=True)
     for width, height in resolutions:
         bare = bare_forward(bf16, width, height, args.steps, device)
         result["bare"][f"{width}x{height}"] = bare
         log(f"bare diffusers forward {width}x{height}: {bare['it_s']:.3f} it/s")
-    bf16.unlink(missing_ok=True)
+    if not args.keep:
+        bf16.unlink(missing_ok=True)
     result["checks"] = checks(result)
     return result
 
@@ -240,6 +241,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/modelmgr-gpu-evidence"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-evidence")))
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints in --work (for profile_step.py)")
     parser.add_argument("--tiny", action="store_true", help="tiny checkpoints on the CPU (plumbing check)")
     args = parser.parse_args()
     import torch

@@ -9,7 +9,8 @@ Steps, each checked with a one-line error naming the file:
 3. the architecture is read off the shapes (arch.py) and diffusers' key converter applied (rowmap.py);
 4. the model is built on the meta device and filled: quantized weights replace their
    ``nn.Linear`` with a format layer (native matmul where the GPU has one, dequantized otherwise),
-   plain tensors are assigned in the compute dtype. Nothing may be left missing or unused.
+   plain tensors are assigned in the compute dtype. Nothing may be left missing or unused;
+5. on a GPU, diffusers' multi-kernel RMSNorm is swapped for one fused kernel (fused_norm.py).
 
 Calibrated ``input_scale`` / ``scale_input`` tensors in a file are not used: FP8 layers calibrate
 their own activation scales on the warm-up step (quant/fp8.py), the same way for every file.
@@ -85,6 +86,10 @@ def load(model: ModelFile, device: DeviceInfo, *, act_mode: str = "static") -> L
     module = arch.build()
     layers = _install(module, converted, dtype, device, model.name, act_mode)
     module.eval().requires_grad_(False)
+    if device.is_gpu:
+        from .fused_norm import fuse_rms_norms
+
+        fuse_rms_norms(module)
     if device.is_gpu:
         torch.cuda.synchronize(device.device)
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))

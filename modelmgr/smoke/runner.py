@@ -120,9 +120,10 @@ def run_variant(target: Target, options: Options, device: DeviceInfo) -> Variant
 
 
 def _kernels() -> dict:
-    from .quant import act_kernel, base
+    from . import triton_kernels
+    from .quant import base
 
-    return {"fp8_activation": act_kernel.status(), "compiled": base.compile_status()}
+    return {**triton_kernels.status(), "compiled": base.compile_status()}
 
 
 def _free(device: DeviceInfo) -> None:

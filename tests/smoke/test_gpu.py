@@ -74,3 +74,21 @@ def test_smoke_runs_on_the_gpu(cuda, models, quantized, fmt):
     assert r.verdict == "NO-REFERENCE" and run.image.shape == (32, 32, 3)  # the tiny VAE upsamples 2×
     if fmt == "fp8-scaled" and cuda.fp8_native:
         assert "native" in r.layers
+
+
+def test_fused_rms_norm_matches_diffusers(cuda):
+    from diffusers.models.normalization import RMSNorm
+
+    from modelmgr.smoke import triton_kernels
+    from modelmgr.smoke.fused_norm import FusedRMSNorm
+
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    for width, rows in ((3840, 1000), (128, 4097), (3072, 33)):
+        norm = RMSNorm(width, eps=1e-5).to("cuda", torch.bfloat16)
+        norm.weight.data = torch.randn(width, generator=gen, device="cuda").to(torch.bfloat16)
+        x = (torch.randn(rows, width, generator=gen, device="cuda") * 3).to(torch.bfloat16)
+        want = norm(x)
+        got = FusedRMSNorm(norm)(x.view(1, rows, width))
+        assert got.shape == (1, rows, width) and got.dtype == torch.bfloat16
+        assert _rel(got.view(rows, width), want) < 4e-3, width
+    assert triton_kernels.status()["rms_norm"]["path"] == "triton"
