@@ -92,3 +92,22 @@ def test_fused_rms_norm_matches_diffusers(cuda):
         assert got.shape == (1, rows, width) and got.dtype == torch.bfloat16
         assert _rel(got.view(rows, width), want) < 4e-3, width
     assert triton_kernels.status()["rms_norm"]["path"] == "triton"
+
+
+def test_fused_rope_matches_diffusers(cuda):
+    from diffusers.models.embeddings import apply_rotary_emb as original
+
+    from modelmgr.smoke import triton_kernels
+    from modelmgr.smoke.fused_rope import apply_rotary_emb
+
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    for seq_dim, shape in ((1, (1, 333, 24, 128)), (2, (2, 6, 77, 128)), (1, (1, 50, 4, 64))):
+        seq, width = shape[seq_dim], shape[-1]
+        x = torch.randn(shape, generator=gen, device="cuda").to(torch.bfloat16)
+        angles = torch.rand(seq, width // 2, generator=gen, device="cuda") * 6.3
+        cos, sin = (f(angles).repeat_interleave(2, dim=1) for f in (torch.cos, torch.sin))
+        want = original(x, (cos, sin), sequence_dim=seq_dim)
+        got = apply_rotary_emb(x, (cos, sin), sequence_dim=seq_dim)
+        assert got.shape == x.shape and got.dtype == x.dtype
+        assert _rel(got, want) < 4e-3, shape
+    assert triton_kernels.status()["rope"]["path"] == "triton"

@@ -45,3 +45,28 @@ def test_float32_input_keeps_diffusers_semantics():
     fuse_rms_norms(model)
     got = model[0](x)
     assert got.dtype == want.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("family", ["flux1", "flux2", "z-image"])
+def test_rope_swap_keeps_diffusers_processors_and_results(models, family):
+    from modelmgr.smoke import loader, sampler
+    from modelmgr.smoke.fused_rope import fuse_rope
+    from modelmgr.smoke.gpu_info import describe
+    from modelmgr.smoke.reader import open_model
+
+    loaded = loader.load(open_model(models[family]), describe("cpu"))
+    cond = sampler.seeded_conditioning(loaded.arch, 0, "cpu", loaded.dtype)
+    shape = sampler.latent_shape(loaded.arch, 64, 64)
+    runner = sampler.runner_for(loaded.arch, cond, shape, "cpu", loaded.dtype)
+    x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = runner.velocity(loaded.module, x, 0.7)
+        before = {type(m.processor) for m in loaded.module.modules() if hasattr(m, "processor")}
+        changed = fuse_rope(loaded.module)
+        after = {type(m.processor) for m in loaded.module.modules() if hasattr(m, "processor")}
+        got = runner.velocity(loaded.module, x, 0.7)
+    if family == "z-image":  # its processor has its own (complex) RoPE: left alone
+        assert changed == 0 and after == before
+    else:
+        assert changed > 0 and all(any(issubclass(a, b) for b in before) for a in after) and after != before
+    assert torch.equal(got, want)  # on a CPU the fused processors hand RoPE to diffusers' function
