@@ -29,19 +29,18 @@ _FUSED_CLASSES: dict[type, type] = {}
 def _build(triton, tl):
     @triton.jit
     def rope(x_ptr, cos_ptr, sin_ptr, out_ptr, rows, seq, inner, HALF: tl.constexpr, ROWS: tl.constexpr):
+        # Whole rows are loaded contiguously (vectorized); the pairs are split in registers.
         r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
-        j = tl.arange(0, HALF)[None, :]
+        c = tl.arange(0, 2 * HALF)[None, :]
         mask = r < rows
-        even = r * (2 * HALF) + 2 * j
-        table = ((r // inner) % seq) * (2 * HALF) + 2 * j
-        xe = tl.load(x_ptr + even, mask=mask, other=0.0).to(tl.float32)
-        xo = tl.load(x_ptr + even + 1, mask=mask, other=0.0).to(tl.float32)
-        ce = tl.load(cos_ptr + table, mask=mask, other=0.0)
-        co = tl.load(cos_ptr + table + 1, mask=mask, other=0.0)
-        se = tl.load(sin_ptr + table, mask=mask, other=0.0)
-        so = tl.load(sin_ptr + table + 1, mask=mask, other=0.0)
-        tl.store(out_ptr + even, (xe * ce - xo * se).to(out_ptr.dtype.element_ty), mask=mask)
-        tl.store(out_ptr + even + 1, (xo * co + xe * so).to(out_ptr.dtype.element_ty), mask=mask)
+        offsets = r * (2 * HALF) + c
+        table = ((r // inner) % seq) * (2 * HALF) + c
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        cos = tl.load(cos_ptr + table, mask=mask, other=0.0)
+        sin = tl.load(sin_ptr + table, mask=mask, other=0.0)
+        even, odd = tl.split(tl.reshape(x, (ROWS, HALF, 2)))
+        rotated = tl.reshape(tl.join(-odd, even), (ROWS, 2 * HALF))
+        tl.store(out_ptr + offsets, (x * cos + rotated * sin).to(out_ptr.dtype.element_ty), mask=mask)
 
     return rope
 
@@ -68,7 +67,7 @@ def apply_rotary_emb(x, freqs_cis, use_real: bool = True, use_real_unbind_dim: i
             out = torch.empty_like(x)
             rows = x.numel() // width
             inner = x.shape[2] if sequence_dim == 1 else 1
-            per = max(1, 2048 // half)
+            per = max(1, 4096 // width)
             grid = (-(-rows // per),)
             if triton_kernels.launch(NAME, lambda: kernel[grid](x, cos, sin, out, rows, seq, inner, HALF=half,
                                                                 ROWS=per, num_warps=4)):
