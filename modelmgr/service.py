@@ -140,16 +140,20 @@ class ModelManager:
 
     # -- GPU smoke test (torch and diffusers are imported inside, never at module import) -------
     def smoke(self, target: str, *, device: str | None = "cuda", steps: int | None = None,
-              width: int | None = None, height: int | None = None):
+              width: int | None = None, height: int | None = None, text_encoder: bool = False,
+              prompt: str | None = None, tokenizers: tuple[Path, ...] = ()):
         """Load a bundle's (or a file's) diffusion model on the GPU, run a short generation and
         record load time, it/s, peak VRAM and the verdict in the registry.
 
         ``device="cuda"`` refuses to run without a GPU (a CPU run of a real model would take
         hours); the CLI passes ``None`` for "the GPU if there is one, else the CPU".
+        ``text_encoder`` / ``prompt`` condition on the bundle's text encoder(s) instead of the
+        seeded embedding (``tokenizers``: folders to read tokenizers from).
         """
         from .smoke import api
         from .smoke.runner import Options
 
-        options = Options(width=width, height=height, steps=steps)
+        options = Options(width=width, height=height, steps=steps, text_encoder=text_encoder, prompt=prompt,
+                          tokenizers=tuple(Path(t) for t in tokenizers))
         result, _ = api.smoke(self, target, options, api.device_info(device))
         return result

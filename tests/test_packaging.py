@@ -1,5 +1,5 @@
 """The package as users install it: the wheel carries every module and the bundles, and the core
-imports and runs without the optional extras (torch, textual, diffusers)."""
+imports and runs without the optional extras (torch, textual, diffusers, transformers)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_wheel_carries_modules_and_bundles(tmp_path):
 
 BLOCK_EXTRAS = """
 import sys
-for name in ("torch", "textual", "diffusers", "safetensors", "gguf", "numpy"):
+for name in ("torch", "textual", "diffusers", "transformers", "safetensors", "gguf", "numpy"):
     sys.modules[name] = None  # importing any of them now fails
 import modelmgr.service, modelmgr.cli.app, modelmgr.registry.inspect, modelmgr.library.install
 from modelmgr.cli.app import main

@@ -7,6 +7,7 @@ imports torch/diffusers only when it runs, so ``modelmgr --help`` never needs th
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -22,15 +23,33 @@ from .render import human_bytes
 STEPS = typer.Option(None, "--steps", help="Sampling steps (default: the bundle's reference, else 8; 2 on CPU).")
 RESOLUTION = typer.Option(None, "--resolution", help="WxH, e.g. 1536x1536 (default: the reference's, else 1024x1024).")
 DEVICE = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: the first GPU, else the CPU).")
-SEED = typer.Option(0, "--seed", help="Seed of the noise and of the seeded text embedding.")
+SEED = typer.Option(0, "--seed", help="Seed of the noise and of the seeded text embedding (or token ids).")
 ACT = typer.Option("static", "--fp8-activations",
                    help="FP8 activation scales: static (calibrated on the warm-up step) or dynamic (per call).")
 NO_DECODE = typer.Option(False, "--no-decode", help="Do not decode with the VAE (save a latent preview).")
+PROMPT = typer.Option(
+    None, "--prompt", metavar="<text>",
+    help="Condition on this prompt, encoded by the text encoder(s): the bundle's, or --text-encoder. Needs a "
+         "tokenizer: --tokenizer, one embedded in the file, or the local Hugging Face cache (never downloaded).")
+WITH_TE = typer.Option(
+    False, "--with-text-encoder",
+    help="Condition on the bundle's text encoder(s) instead of a seeded embedding: a default prompt when tokenizers "
+         "are found, else seeded token ids through the real encoder (the output says which). Default: the seeded "
+         "embedding, fast and needing nothing.")
+TEXT_ENCODER = typer.Option(
+    None, "--text-encoder", metavar="<path>",
+    help="A text-encoder file to condition with (implies --with-text-encoder); repeat for FLUX.1's clip_l and "
+         "t5xxl. Replaces a bundle's own.")
+TOKENIZER = typer.Option(
+    None, "--tokenizer", metavar="<dir>",
+    help="A folder with tokenizer.json or spiece.model, or a diffusers pipeline folder (tokenizer/, tokenizer_2/); "
+         "tried first, implies --with-text-encoder. Repeatable: each encoder takes the one that fits its vocabulary.")
 _RES = re.compile(r"^(\d+)[xX](\d+)$")
 
 
 def _options(steps: Optional[int], resolution: Optional[str], seed: int, act: str, no_decode: bool,
-             image_dir: Optional[Path]):
+             image_dir: Optional[Path], prompt: Optional[str] = None, with_te: bool = False,
+             text_encoders: Optional[list[Path]] = None, tokenizers: Optional[list[Path]] = None):
     from ..smoke.runner import Options
 
     width = height = None
@@ -41,8 +60,11 @@ def _options(steps: Optional[int], resolution: Optional[str], seed: int, act: st
         width, height = int(m.group(1)), int(m.group(2))
     if act not in ("static", "dynamic"):
         raise UsageError(f"--fp8-activations {act!r}: use static or dynamic")
+    if prompt is not None and not prompt.strip():
+        raise UsageError("--prompt is empty", "give the text to encode, or --with-text-encoder for a default one")
     return Options(width=width, height=height, steps=steps, seed=seed, act_mode=act, decode=not no_decode,
-                   image_dir=image_dir)
+                   image_dir=image_dir, text_encoder=with_te or bool(text_encoders) or bool(tokenizers), prompt=prompt,
+                   tokenizers=tuple(tokenizers or ()))
 
 
 def _gib(n: Optional[int]) -> str:
@@ -53,6 +75,8 @@ def smoke(target: str = typer.Argument(..., help="A bundle name, a recorded asse
           steps: Optional[int] = STEPS, resolution: Optional[str] = RESOLUTION, device: Optional[str] = DEVICE,
           seed: int = SEED, fp8_activations: str = ACT, no_decode: bool = NO_DECODE,
           vae: Optional[Path] = typer.Option(None, "--vae", help="A VAE file to decode with (files only)."),
+          prompt: Optional[str] = PROMPT, with_text_encoder: bool = WITH_TE,
+          text_encoder: Optional[list[Path]] = TEXT_ENCODER, tokenizer: Optional[list[Path]] = TOKENIZER,
           output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                 help="Folder for the PNG (default <root>/.modelmgr/smoke)."),
           root: Optional[Path] = ROOT, as_json: bool = JSON) -> None:
@@ -60,11 +84,13 @@ def smoke(target: str = typer.Argument(..., help="A bundle name, a recorded asse
     from ..smoke import api
 
     STATE.json = as_json
+    options = _options(steps, resolution, seed, fp8_activations, no_decode, None, prompt, with_text_encoder,
+                       text_encoder, tokenizer)
     manager = manager_for(root)
     info = api.device_info(device)
     image_dir = output or manager.root / STATE_DIR / "smoke"
-    result, recorded = api.smoke(manager, target, _options(steps, resolution, seed, fp8_activations, no_decode,
-                                                           image_dir), info, vae)
+    result, recorded = api.smoke(manager, target, replace(options, image_dir=image_dir), info, vae,
+                                 tuple(text_encoder or ()))
     if as_json:
         print_json({"ok": result.verdict != "FAIL", "result": result.to_dict(), "recorded": recorded})
     else:
@@ -85,6 +111,8 @@ def _print_smoke(r, recorded: bool, device: str) -> None:
         ("peak VRAM", _gib(r.peak_vram_bytes)),
         ("output", "finite" if r.finite else "NOT FINITE (NaN/inf)"),
         ("conditioning", r.conditioning),
+        *([("text encoder", f"{r.text_encoder_load_s:.2f} s load, {r.text_encoder_encode_s:.2f} s encode (freed "
+                            "before the model loaded)")] if r.text_encoder_load_s else []),
         ("image", f"{r.image or 'not saved'} ({r.picture})"),
         ("verdict", f"{r.verdict}: {r.reason}"),
         ("registry", "recorded on the asset" if recorded else "not recorded (the file is not a registry asset)"),
@@ -98,14 +126,22 @@ def bench(targets: list[str] = typer.Argument(..., help="Bundles, recorded asset
                                                  help="Variant to compare speed with (default: the BF16 one)."),
           steps: Optional[int] = STEPS, resolution: Optional[str] = RESOLUTION, device: Optional[str] = DEVICE,
           seed: int = SEED, fp8_activations: str = ACT, no_decode: bool = NO_DECODE,
+          prompt: Optional[str] = PROMPT, with_text_encoder: bool = WITH_TE,
+          text_encoder: Optional[list[Path]] = TEXT_ENCODER, tokenizer: Optional[list[Path]] = TOKENIZER,
           report: Path = typer.Option(Path("modelmgr-bench.html"), "--report",
                                       help="Where to write the HTML report (images inline)."),
           root: Optional[Path] = ROOT, as_json: bool = JSON) -> None:
-    """Run variants with the same seed and settings: it/s, speedup, VRAM, load time, quality vs BF16."""
+    """Run variants with the same seed and settings: it/s, speedup, VRAM, load time, quality vs BF16.
+
+    With text conditioning, the first variant's text encoder(s) run once and every variant gets
+    the same conditioning.
+    """
     from ..smoke import api
     from ..smoke.report_html import HEADERS, table_rows
 
     STATE.json = as_json
+    options = _options(steps, resolution, seed, fp8_activations, no_decode, None, prompt, with_text_encoder,
+                       text_encoder, tokenizer)
     manager = manager_for(root)
     info = api.device_info(device)
     err = stderr_console()
@@ -117,8 +153,8 @@ def bench(targets: list[str] = typer.Argument(..., help="Bundles, recorded asset
 
     if not as_json:
         err.print(f"bench on {info.label}", markup=False, highlight=False)
-    result = api.bench(manager, targets, _options(steps, resolution, seed, fp8_activations, no_decode, None),
-                       info, baseline=baseline, report=report, on_row=progress)
+    result = api.bench(manager, targets, options, info, baseline=baseline, report=report, on_row=progress,
+                       text_encoders=tuple(text_encoder or ()))
     if as_json:
         print_json(dict(result.to_dict(), report=str(report)))
         return

@@ -21,9 +21,11 @@ The pieces, each small:
   timing; :mod:`.vae` and :mod:`.png` — the picture; :mod:`.runner`, :mod:`.results` and
   :mod:`.bench` (+ :mod:`.quality`, :mod:`.report_html`) — the two commands; :mod:`.quantize` and
   :mod:`.writers` — the quantizer; :mod:`.targets` — bundle / asset / file resolution and the
-  registry record; :mod:`.api` — the entry points front ends call.
+  registry record; :mod:`.text` — text conditioning from the text encoders; :mod:`.api` — the
+  entry points front ends call.
 
-Text conditioning is a seeded embedding of the right shape (reports say so): ComfyUI's text
-encoder files carry no tokenizer and nothing may be fetched from a hub, so running the bundle's
-text encoder is not implemented.
+Text conditioning is a seeded embedding of the right shape by default (fast, needs nothing); asked
+for, :mod:`.text` runs the bundle's text encoder(s) instead (transformers classes, config from the
+shapes, on a tokenizer found locally or on seeded token ids), once per command and freed before the
+diffusion model loads. Reports say which.
 """

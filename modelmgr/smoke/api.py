@@ -23,20 +23,25 @@ def device_info(requested: str | None) -> DeviceInfo:
     return describe(resolve_device(requested))
 
 
-def smoke(manager, target: str, options: Options, device: DeviceInfo, vae: Path | None = None
-          ) -> tuple[SmokeResult, bool]:
-    """Run one variant; (result, whether it was recorded in the registry)."""
-    resolved = resolve(manager, target, vae)
+def smoke(manager, target: str, options: Options, device: DeviceInfo, vae: Path | None = None,
+          text_encoders: tuple[Path, ...] = ()) -> tuple[SmokeResult, bool]:
+    """Run one variant; (result, whether it was recorded in the registry).
+
+    ``text_encoders`` replace the bundle's own (or give a file some); they are used when
+    ``options`` ask for text conditioning.
+    """
+    resolved = resolve(manager, target, vae, text_encoders)
     run = run_variant(resolved, options, device)
     return run.result, record(manager, resolved, run.result.to_dict())
 
 
 def bench(manager, targets: list[str], options: Options, device: DeviceInfo, *, baseline: str | None = None,
-          report: Path | None = None, on_row: Callable[[BenchRow], None] | None = None) -> BenchReport:
+          report: Path | None = None, on_row: Callable[[BenchRow], None] | None = None,
+          text_encoders: tuple[Path, ...] = ()) -> BenchReport:
     """Run several variants with one seed and settings; write the HTML report when asked."""
     from .report_html import render
 
-    resolved = [resolve(manager, t) for t in targets]
+    resolved = [resolve(manager, t, text_encoders=text_encoders) for t in targets]
     result = run_bench(resolved, options, device, baseline, on_row)
     for row in result.rows:
         if row.run is not None:

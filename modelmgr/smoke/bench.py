@@ -4,7 +4,8 @@ Each variant is a full smoke run (runner.run_variant), one after the other with 
 in between. Speed is compared with the baseline (``--baseline``, else the BF16 variant, else the
 first); quality is compared with the BF16 run (else the baseline): PSNR and cosine similarity of
 the final latent and of the picture. A variant that fails to load becomes a row with its error,
-so one bad file does not hide the others' numbers.
+so one bad file does not hide the others' numbers. Text conditioning, when asked for, is encoded
+once (with the first variant's text encoders) and every variant gets the same.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import ModelMgrError, UsageError
 from .gpu_info import DeviceInfo
 from .quality import Quality, compare
-from .runner import Options, VariantRun, run_variant, settings_for
+from .runner import Options, VariantRun, encode_text, run_variant, settings_for
 from .targets import Target
 
 FULL_PRECISION = ("bf16", "fp16", "fp32")
@@ -84,10 +85,11 @@ def run_bench(targets: list[Target], options: Options, device: DeviceInfo, basel
     width, height, steps = settings_for(targets[0], options, device)
     fixed = replace(options, width=width, height=height, steps=steps)
     report = BenchReport(device, width, height, steps, options.seed)
+    text = encode_text(targets, options, device) if options.wants_text_encoder else None
     for target in targets:
         row = BenchRow(target)
         try:
-            row.run = run_variant(target, fixed, device)
+            row.run = run_variant(target, fixed, device, text)
         except ModelMgrError as err:
             row.error = err.message
         except Exception as err:  # noqa: BLE001 - e.g. a CUDA error in one variant: report it, run the rest

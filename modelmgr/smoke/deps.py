@@ -1,9 +1,10 @@
 """Optional dependencies of the smoke test, imported in one place with one clear error.
 
 The core of modelmgr must import without torch or diffusers (they are the ``gpu`` extra), so
-every module of this package imports them inside functions, through :func:`torch` and
-:func:`diffusers` here. A missing package becomes a :class:`MissingExtraError` (exit code 2)
-that names the extra to install, never an ImportError traceback.
+every module of this package imports them inside functions, through :func:`torch`,
+:func:`diffusers` and :func:`transformers` (text encoders only) here. A missing package becomes a
+:class:`MissingExtraError` (exit code 2) that names the extra to install, never an ImportError
+traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def diffusers(purpose: str = "this command") -> ModuleType:
     """``import diffusers`` (and torch first, for the clearer message), or MissingExtraError."""
     torch(purpose)
     return _require("diffusers", purpose)
+
+
+def transformers(purpose: str = "this command") -> ModuleType:
+    """``import transformers`` (the text encoders' model classes and tokenizers), or MissingExtraError."""
+    torch(purpose)
+    return _require("transformers", purpose)
 
 
 def optional(module: str) -> ModuleType | None:

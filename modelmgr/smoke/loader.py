@@ -79,7 +79,7 @@ def load(model: ModelFile, device: DeviceInfo, *, act_mode: str = "static") -> L
                            f"({model.inspection.family or 'unknown family'}), not a diffusion model")
     raw, transfer = load_all(model, device.device)
     state = _strip_prefix(raw, model.name)
-    state = _assemble(state, model)
+    state = assemble_layers(state, model)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     arch = detect(model.inspection.family, shapes, model.name)
     converted = apply_converter(arch.convert_fn(), state, model.name, arch.layouts)
@@ -127,7 +127,7 @@ def _comfy_formats(state: dict, model: ModelFile) -> dict[str, dict]:
     return out
 
 
-def _assemble(state: dict, model: ModelFile) -> dict:
+def assemble_layers(state: dict, model: ModelFile) -> dict:
     """Plain tensors stay; each quantized layer's tensors become one weight object."""
     from .quant.gguf_dequant import DEQUANTIZERS, GGUFWeight
     from .quant.nvfp4 import NvFp4Weight

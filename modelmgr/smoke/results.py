@@ -39,6 +39,10 @@ class SmokeResult:
     finite: bool = True
     layers: str = ""
     conditioning: str = ""
+    """What the model was conditioned on: the seeded embedding, or the text encoder(s) and tokens."""
+    text_encoder_load_s: float = 0.0
+    """Seconds loading the text encoder(s), before (and not part of) the diffusion model's load."""
+    text_encoder_encode_s: float = 0.0
     image: str | None = None
     picture: str = ""
     verdict: str = NO_REFERENCE

@@ -3,6 +3,8 @@
 ``run_variant`` is shared by ``smoke`` (one target) and ``bench`` (several, same seed and
 settings), so both measure exactly the same way. Each run frees its model before the next, and
 the VAE is loaded only after the diffusion model is gone, so peak VRAM is the diffusion model's.
+Text conditioning, when asked for, is encoded before the diffusion model loads and its encoder
+freed (text/__init__.py); ``bench`` encodes once and passes the same conditioning to every run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ class Options:
     """Decode with the VAE when there is one."""
     image_dir: Path | None = None
     """Where PNGs go (None: no file written)."""
+    text_encoder: bool = False
+    """Condition on the target's text encoder(s) instead of the seeded embedding."""
+    prompt: str | None = None
+    """The prompt to encode (implies ``text_encoder``); it needs a tokenizer."""
+    tokenizers: tuple[Path, ...] = ()
+    """``--tokenizer`` folders, tried before embedded tokenizers and the Hugging Face cache."""
+
+    @property
+    def wants_text_encoder(self) -> bool:
+        return self.text_encoder or self.prompt is not None
 
 
 @dataclass
@@ -65,14 +77,28 @@ def settings_for(target: Target, options: Options, device: DeviceInfo) -> tuple[
     return width, height, steps
 
 
-def run_variant(target: Target, options: Options, device: DeviceInfo) -> VariantRun:
-    """Load, sample, decode and judge one variant (module docstring)."""
+def encode_text(targets: list[Target], options: Options, device: DeviceInfo):
+    """The text encoder's conditioning for ``targets`` (the first one that has encoders), on the CPU."""
+    from . import text
+
+    return text.encode(targets, seed=options.seed, prompt=options.prompt, tokenizers=options.tokenizers,
+                       device=device.device)
+
+
+def run_variant(target: Target, options: Options, device: DeviceInfo, text=None) -> VariantRun:
+    """Load, sample, decode and judge one variant (module docstring).
+
+    ``text`` is a :class:`~.sampler.Conditioning` from :func:`encode_text`; without one, the text
+    encoder runs here when the options ask for it, else the seeded embedding is used.
+    """
     from . import loader, png, sampler, vae as vae_mod
     from .reader import open_model
 
     torch = deps.torch("the smoke test")
     deps.diffusers("the smoke test")
     width, height, steps = settings_for(target, options, device)
+    if text is None and options.wants_text_encoder:
+        text = encode_text([target], options, device)
     model_file = open_model(target.path)
     if device.is_gpu:
         gc.collect()
@@ -81,7 +107,11 @@ def run_variant(target: Target, options: Options, device: DeviceInfo) -> Variant
         torch.cuda.synchronize(device.device)
         torch.cuda.reset_peak_memory_stats(device.device)
     loaded = loader.load(model_file, device, act_mode=options.act_mode)
-    cond = sampler.seeded_conditioning(loaded.arch, options.seed, device.device, loaded.dtype)
+    if text is None:
+        cond = sampler.seeded_conditioning(loaded.arch, options.seed, device.device, loaded.dtype)
+    else:
+        text.check(loaded.arch, target.path.name)
+        cond = text.to(device.device, loaded.dtype)
     sample = sampler.sample(loaded.module, loaded.arch, cond, width=width, height=height, steps=steps,
                             seed=options.seed, device=device.device, dtype=loaded.dtype)
     peak = torch.cuda.max_memory_allocated(device.device) if device.is_gpu else None
@@ -93,7 +123,8 @@ def run_variant(target: Target, options: Options, device: DeviceInfo) -> Variant
         load_s=loaded.seconds, load_gb_s=loaded.transfer.gb_per_s, load_bytes=loaded.transfer.bytes,
         weight_bytes=loaded.device_bytes, peak_vram_bytes=peak, finite=sample.finite,
         layers=loaded.formats_line(), conditioning=cond.source, bundle=target.bundle.name if target.bundle else None,
-        asset=target.asset, arch_note=arch.note, act_mode=options.act_mode, kernels=_kernels(), at=time.time())
+        asset=target.asset, arch_note=arch.note, act_mode=options.act_mode, kernels=_kernels(), at=time.time(),
+        text_encoder_load_s=cond.load_s, text_encoder_encode_s=cond.encode_s)
     del loaded, cond
     _free(device)
     if options.decode and target.vae is not None:

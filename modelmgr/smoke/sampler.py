@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import deps
 from .arch import Architecture
@@ -38,6 +38,28 @@ class Conditioning:
     """``[1, width]`` (FLUX.1's CLIP vector) or None."""
     source: str
     """Human description, e.g. ``seeded embedding (seed 0, 512 tokens)``."""
+    load_s: float = 0.0
+    """Seconds spent loading the text encoder(s); 0 for the seeded embedding."""
+    encode_s: float = 0.0
+    """Seconds the text encoder(s) ran."""
+
+    def to(self, device: str, dtype) -> "Conditioning":
+        """The same conditioning on ``device`` in the model's compute dtype."""
+        pooled = self.pooled.to(device, dtype) if self.pooled is not None else None
+        return replace(self, text=self.text.to(device, dtype), pooled=pooled)
+
+    def check(self, arch: Architecture, name: str) -> None:
+        """UsageError unless the widths are the ones ``arch`` takes (a text encoder of another model)."""
+        from ..errors import UsageError
+
+        hint = "give the text encoder(s) that belong to this model"
+        if self.text.shape[-1] != arch.text_width:
+            raise UsageError(f"the text encoder gives {self.text.shape[-1]}-wide tokens; {name} takes "
+                             f"{arch.text_width}", hint)
+        if arch.pooled_width and (self.pooled is None or self.pooled.shape[-1] != arch.pooled_width):
+            got = "none" if self.pooled is None else f"{self.pooled.shape[-1]} wide"
+            raise UsageError(f"{name} takes a {arch.pooled_width}-wide pooled text vector; the text encoder gives "
+                             f"{got}", hint)
 
 
 def seeded_conditioning(arch: Architecture, seed: int, device: str, dtype) -> Conditioning:

@@ -150,3 +150,89 @@ def write(path: Path, layout: dict[str, T], seed: int = 0) -> Path:
 
     save_file(random_tensors(layout, seed), str(path))
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- text encoders
+
+TE_KINDS = ("qwen3", "mistral", "t5", "clip")
+
+
+def text_encoder_module(kind: str, *, hidden: int = 64, layers: int = 2, vocab: int = 320, seed: int = 0):
+    """A tiny randomly initialised transformers text encoder of ``kind`` (head widths 16 / 8)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    if kind == "qwen3":
+        config = tf.Qwen3Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                                num_hidden_layers=layers, num_attention_heads=hidden // 16, num_key_value_heads=2,
+                                head_dim=16, rope_theta=1e6, rms_norm_eps=1e-6)
+        return tf.Qwen3Model(config)
+    if kind == "mistral":  # one kv head: the widest head dividing q and k rows is the real head width
+        config = tf.MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                                  num_hidden_layers=layers, num_attention_heads=hidden // 8, num_key_value_heads=1,
+                                  head_dim=8, rope_theta=1e9, rms_norm_eps=1e-5, sliding_window=None)
+        return tf.MistralModel(config)
+    if kind == "t5":
+        config = tf.T5Config(vocab_size=vocab, d_model=hidden, d_kv=16, d_ff=2 * hidden, num_layers=layers,
+                             num_heads=hidden // 16, feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+        return tf.T5EncoderModel(config)
+    config = tf.CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden,
+                               num_hidden_layers=layers, num_attention_heads=1, max_position_embeddings=77,
+                               hidden_act="quick_gelu", bos_token_id=vocab - 2, eos_token_id=vocab - 1,
+                               pad_token_id=vocab - 1)
+    return tf.CLIPTextModel(config)
+
+
+def comfy_text_encoder_state(kind: str, module) -> dict:
+    """The module's weights under ComfyUI's key names (``model.*``, ``text_model.*``, T5's own)."""
+    import torch
+
+    state = {k: v.detach().to(torch.bfloat16) for k, v in module.state_dict().items()
+             if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"}
+    if kind in ("qwen3", "mistral"):
+        return {f"model.{k}": v for k, v in state.items()}
+    if kind == "clip":
+        return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state.items()}
+    return state
+
+
+def write_text_encoder(path: Path, kind: str, *, module=None, fp8_scaled: bool = False, extra: dict | None = None,
+                       **sizes) -> Path:
+    """A tiny text encoder (``module``, else a new one of ``sizes``) in ComfyUI's layout; ``fp8_scaled``
+    = ComfyUI's legacy scaled FP8 (F8_E4M3 linear weights, F32 ``scale_weight`` scalars, a
+    ``scaled_fp8`` marker), as in t5xxl_fp8_e4m3fn_scaled."""
+    import torch
+    from safetensors.torch import save_file
+
+    from modelmgr.smoke.quant.fp8 import quantize_weight
+
+    state = comfy_text_encoder_state(kind, module if module is not None else text_encoder_module(kind, **sizes))
+    if fp8_scaled:
+        for key in [k for k, v in state.items() if v.dim() == 2 and "embed" not in k and k != "shared.weight"
+                    and "relative_attention_bias" not in k]:
+            state[key], state[key[: -len("weight")] + "scale_weight"] = quantize_weight(state[key])
+        state["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    state.update(extra or {})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return Path(path)
+
+
+def word_tokenizer(size: int, *, first: tuple[str, ...] = ("[UNK]",), last: tuple[str, ...] = (),
+                   template: str | None = None):
+    """A word-level ``tokenizers.Tokenizer`` of exactly ``size`` tokens: the special tokens ``first``
+    (ids 0, 1 …; ``[UNK]`` among them), ordinary words, then ``last`` (CLIP's BOS/EOS sit at the end
+    of its vocabulary). ``template`` (e.g. ``"$A </s>"``) is the post-processor."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["a", "red", "fox", "cat", "photograph", "of", "in", "snow"]
+    words += [f"w{i}" for i in range(size - len(first) - len(last) - len(words))]
+    vocab = {token: i for i, token in enumerate((*first, *words, *last))}
+    assert len(vocab) == size
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens([*first, *last])
+    if template:
+        specials = [(t, vocab[t]) for t in (*first, *last) if t in template.split()]
+        tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=specials)
+    return tok
