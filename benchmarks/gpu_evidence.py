@@ -11,7 +11,10 @@ For each model (``--models zimage,flux1``):
    with dynamic activation scales for comparison;
 4. time a *bare* diffusers forward of the same BF16 file in the same process tree: safetensors'
    own loader, diffusers' own converter and model class, the same inputs, no modelmgr layers;
-5. check the targets: BF16 smoke it/s ≥ 0.95 × bare forward; FP8-scaled ≥ 1.25 × BF16 at the
+5. with ``--text-encoder`` (Z-Image): write a random-weight Qwen3-4B in ComfyUI's layout and run
+   ``modelmgr smoke BF16 --text-encoder FILE``: the real encoder on seeded token ids (no
+   tokenizer on the machine), freed before the model loads;
+6. check the targets: BF16 smoke it/s ≥ 0.95 × bare forward; FP8-scaled ≥ 1.25 × BF16 at the
    largest resolution; weights reach the GPU at ≥ 3 GB/s.
 
 ``--tiny`` runs the same pipeline on tiny checkpoints on the CPU (a plumbing check; the targets
@@ -46,6 +49,24 @@ def full_layout(model: str) -> dict[str, T]:
     if model == "zimage":
         return zimage_layout(dim=3840, head=128, layers=30, refiners=2, cap=2560)
     return flux1_layout(hidden=3072, context=4096, depth=19, single=38, head_dim=128)
+
+
+QWEN3_4B = dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, vocab_size=151936)
+"""Z-Image's text encoder (Qwen3-4B: qwen_3_4b.safetensors, 4.0 B parameters)."""
+
+
+def text_encoder_layout(tiny: bool) -> dict[str, T]:
+    """Qwen3 in ComfyUI's key layout (``model.*``), shapes from transformers' own class."""
+    import torch
+    import transformers
+
+    sizes = QWEN3_4B if not tiny else dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                           vocab_size=512)
+    with torch.device("meta"):
+        module = transformers.Qwen3Model(transformers.Qwen3Config(**sizes))
+    return {f"model.{k}": T("BF16", tuple(v.shape)) for k, v in module.state_dict().items()}
 
 
 def tiny_layout(model: str) -> dict[str, T]:
@@ -150,6 +171,21 @@ def bare_forward(path: Path, width: int, height: int, steps: int, device: str) -
     return {"it_s": steps / sum(times), "load_s": load_s, "resolution": f"{width}x{height}", "steps": steps}
 
 
+def text_encoder_run(bf16: Path, work: Path, root: Path, args, device: str) -> dict:
+    """``modelmgr smoke BF16 --text-encoder QWEN3`` at the largest resolution; the file is deleted after."""
+    te = work / "qwen_3_4b-random.safetensors"
+    written = generate(te, text_encoder_layout(args.tiny), device)
+    width, height = args.resolutions[-1]
+    doc = cli("smoke", str(bf16), "--text-encoder", str(te), "--resolution", f"{width}x{height}", "--steps",
+              str(args.steps), "--device", device, "--no-decode", root=root)
+    te.unlink(missing_ok=True)
+    r = doc.get("result") or {}
+    log(f"text encoder: exit {doc['_exit']}, {r.get('conditioning')}; load {r.get('text_encoder_load_s')} s, "
+        f"encode {r.get('text_encoder_encode_s')} s; model {r.get('it_s', 0):.3f} it/s, "
+        f"peak {(r.get('peak_vram_bytes') or 0) / 2**30:.1f} GiB")
+    return {"written": written, "smoke": doc}
+
+
 def plan_phases(bf16_bytes: int, formats: list[str], work: Path) -> list[list[str]]:
     """Formats benched together while the disk holds them, else one at a time."""
     free = shutil.disk_usage(work).free
@@ -195,6 +231,8 @@ def run_model(model: str, args, out: Path, device: str) -> dict:
             log(f"fp8 dynamic activations: {result['fp8_dynamic'].get('result', {}).get('it_s', 0):.3f} it/s")
         for f in files if not args.keep else []:
             Path(f).unlink(missing_ok=True)
+    if args.text_encoder and model == "zimage":
+        result["text_encoder"] = text_encoder_run(bf16, work, root, args, device)
     for width, height in resolutions:
         bare = bare_forward(bf16, width, height, args.steps, device)
         result["bare"][f"{width}x{height}"] = bare
@@ -241,6 +279,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/modelmgr-gpu-evidence"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-evidence")))
+    parser.add_argument("--text-encoder", action="store_true",
+                        help="also condition Z-Image on a random-weight Qwen3-4B through modelmgr smoke")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints in --work (for profile_step.py)")
     parser.add_argument("--tiny", action="store_true", help="tiny checkpoints on the CPU (plumbing check)")
     args = parser.parse_args()
