@@ -66,15 +66,17 @@ class Architecture:
 Shapes = Mapping[str, tuple[int, ...]]
 
 
-def _count(shapes: Shapes, prefix: str) -> int:
+def count_indexed(shapes: Shapes, prefix: str) -> int:
+    """How many numbered blocks ``prefix.N.*`` the shapes hold (highest N + 1)."""
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     found = {int(m.group(1)) for k in shapes if (m := pattern.match(k))}
     return max(found) + 1 if found else 0
 
 
-def _need(shapes: Shapes, key: str, name: str) -> tuple[int, ...]:
+def need_tensor(shapes: Shapes, key: str, name: str, what: str = "checkpoint of this family") -> tuple[int, ...]:
+    """The shape of ``key``, or BadFileError saying the file is not a complete ``what``."""
     if key not in shapes:
-        raise BadFileError(f"{name}: tensor {key!r} is missing; not a complete checkpoint of this family")
+        raise BadFileError(f"{name}: tensor {key!r} is missing; not a complete {what}")
     return shapes[key]
 
 
@@ -97,19 +99,19 @@ def _heads(hidden: int, head_dim: int, name: str) -> int:
 
 
 def _flux1(shapes: Shapes, name: str) -> Architecture:
-    hidden, in_ch = _need(shapes, "img_in.weight", name)
-    head = _need(shapes, "double_blocks.0.img_attn.norm.query_norm.scale", name)[0]
-    singles = _count(shapes, "single_blocks")
+    hidden, in_ch = need_tensor(shapes, "img_in.weight", name)
+    head = need_tensor(shapes, "double_blocks.0.img_attn.norm.query_norm.scale", name)[0]
+    singles = count_indexed(shapes, "single_blocks")
     layouts: dict[str, list[int]] = {}
     if hidden != FLUX1_CONVERTER_WIDTH:
-        rows = _need(shapes, "single_blocks.0.linear1.weight", name)[0]
+        rows = need_tensor(shapes, "single_blocks.0.linear1.weight", name)[0]
         layouts = {f"single_blocks.{i}.linear1.{p}": _padded_split(hidden, rows - 3 * hidden)
                    for i in range(singles) for p in ("weight", "bias")}
-    config = dict(patch_size=1, in_channels=in_ch, out_channels=_need(shapes, "final_layer.linear.weight", name)[0],
-                  num_layers=_count(shapes, "double_blocks"), num_single_layers=singles, attention_head_dim=head,
+    config = dict(patch_size=1, in_channels=in_ch, out_channels=need_tensor(shapes, "final_layer.linear.weight", name)[0],
+                  num_layers=count_indexed(shapes, "double_blocks"), num_single_layers=singles, attention_head_dim=head,
                   num_attention_heads=_heads(hidden, head, name),
-                  joint_attention_dim=_need(shapes, "txt_in.weight", name)[1],
-                  pooled_projection_dim=_need(shapes, "vector_in.in_layer.weight", name)[1],
+                  joint_attention_dim=need_tensor(shapes, "txt_in.weight", name)[1],
+                  pooled_projection_dim=need_tensor(shapes, "vector_in.in_layer.weight", name)[1],
                   guidance_embeds="guidance_in.in_layer.weight" in shapes,
                   axes_dims_rope=tuple(rope_axes(head, (16, 56, 56), name)))
     return Architecture("flux1", "FluxTransformer2DModel", "convert_flux_transformer_checkpoint_to_diffusers",
@@ -131,14 +133,14 @@ def _padded_split(hidden: int, mlp: int) -> list[int]:
 
 
 def _flux2(shapes: Shapes, name: str) -> Architecture:
-    hidden, in_ch = _need(shapes, "img_in.weight", name)
-    head = _need(shapes, "double_blocks.0.img_attn.norm.query_norm.scale", name)[0]
-    mlp_rows = _need(shapes, "double_blocks.0.img_mlp.0.weight", name)[0]
-    config = dict(patch_size=1, in_channels=in_ch, out_channels=_need(shapes, "final_layer.linear.weight", name)[0],
-                  num_layers=_count(shapes, "double_blocks"), num_single_layers=_count(shapes, "single_blocks"),
+    hidden, in_ch = need_tensor(shapes, "img_in.weight", name)
+    head = need_tensor(shapes, "double_blocks.0.img_attn.norm.query_norm.scale", name)[0]
+    mlp_rows = need_tensor(shapes, "double_blocks.0.img_mlp.0.weight", name)[0]
+    config = dict(patch_size=1, in_channels=in_ch, out_channels=need_tensor(shapes, "final_layer.linear.weight", name)[0],
+                  num_layers=count_indexed(shapes, "double_blocks"), num_single_layers=count_indexed(shapes, "single_blocks"),
                   attention_head_dim=head, num_attention_heads=_heads(hidden, head, name),
-                  joint_attention_dim=_need(shapes, "txt_in.weight", name)[1],
-                  timestep_guidance_channels=_need(shapes, "time_in.in_layer.weight", name)[1],
+                  joint_attention_dim=need_tensor(shapes, "txt_in.weight", name)[1],
+                  timestep_guidance_channels=need_tensor(shapes, "time_in.in_layer.weight", name)[1],
                   mlp_ratio=mlp_rows / 2 / hidden, guidance_embeds="guidance_in.in_layer.weight" in shapes,
                   axes_dims_rope=tuple(rope_axes(head, (32, 32, 32, 32), name)))
     return Architecture("flux2", "Flux2Transformer2DModel", "convert_flux2_transformer_checkpoint_to_diffusers",
@@ -147,17 +149,17 @@ def _flux2(shapes: Shapes, name: str) -> Architecture:
 
 
 def _zimage(shapes: Shapes, name: str) -> Architecture:
-    dim, patch_in = _need(shapes, "x_embedder.weight", name)
-    head = _need(shapes, "layers.0.attention.q_norm.weight", name)[0]
-    ffn = _need(shapes, "layers.0.feed_forward.w1.weight", name)[0]
+    dim, patch_in = need_tensor(shapes, "x_embedder.weight", name)
+    head = need_tensor(shapes, "layers.0.attention.q_norm.weight", name)[0]
+    ffn = need_tensor(shapes, "layers.0.feed_forward.w1.weight", name)[0]
     if ffn != int(dim / 3 * 8):
         raise BadFileError(f"{name}: feed-forward width {ffn} is not Z-Image's 8/3 × {dim}")
     if patch_in % 4:
         raise BadFileError(f"{name}: x_embedder input width {patch_in} is not 4 × latent channels")
     config = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=patch_in // 4, dim=dim,
-                  n_layers=_count(shapes, "layers"), n_refiner_layers=_count(shapes, "noise_refiner"),
+                  n_layers=count_indexed(shapes, "layers"), n_refiner_layers=count_indexed(shapes, "noise_refiner"),
                   n_heads=_heads(dim, head, name), n_kv_heads=dim // head,
-                  cap_feat_dim=_need(shapes, "cap_embedder.1.weight", name)[1],
+                  cap_feat_dim=need_tensor(shapes, "cap_embedder.1.weight", name)[1],
                   axes_dims=rope_axes(head, (32, 48, 48), name))
     note = "" if dim == 3840 else f"Z-Image architecture at width {dim} (the real model is 3840 wide)"
     return Architecture("z-image", "ZImageTransformer2DModel", "convert_z_image_transformer_checkpoint_to_diffusers",

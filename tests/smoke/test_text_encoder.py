@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 
 import pytest
 
@@ -226,23 +225,8 @@ def test_missing_transformers_names_the_extra(te, monkeypatch):
 
 
 def _bundle_yaml(name: str) -> str:
-    return textwrap.dedent(f"""\
-        name: {name}
-        title: Tiny bundle with a text encoder
-        family: z-image
-        precision: bf16
-        licence: apache-2.0
-        gated: false
-        files:
-          - role: diffusion_model
-            source: "hf:org/tiny@{'a' * 40}/z.safetensors"
-            folder: diffusion_models
-            format: bf16
-          - role: text_encoder
-            source: "hf:org/tiny@{'a' * 40}/qwen_3_4b.safetensors"
-            folder: text_encoders
-            format: bf16
-        """)
+    return tiny.bundle_yaml(name, (("diffusion_model", "z.safetensors", "diffusion_models", "bf16"),
+                                   ("text_encoder", "qwen_3_4b.safetensors", "text_encoders", "bf16")))
 
 
 def test_bundle_text_encoder_found_or_named_with_the_pull_command(te, cpu, tmp_path):

@@ -4,13 +4,13 @@ bundle / a recorded asset / a file, and results stored on the registry asset."""
 from __future__ import annotations
 
 import shutil
-import textwrap
 
 import pytest
 
 from modelmgr.catalogue.model import Expected
 from modelmgr.errors import NotFoundError
 from modelmgr.smoke.results import FAIL, NO_REFERENCE, PASS, SmokeResult, default_settings, judge
+from tests.smoke.tiny import bundle_yaml
 
 RTX = Expected("NVIDIA GeForce RTX 5090", 1536, 1536, 8, 4.23, 0.15, "published")
 H100 = Expected("NVIDIA H100 80GB HBM3", 1536, 1536, 8, 2.6, 0.15, "user")
@@ -44,28 +44,10 @@ def test_defaults_follow_this_gpus_reference_else_the_first():
 
 
 def _bundle(name: str, filename: str, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
-        name: {name}
-        title: Tiny test bundle
-        family: z-image
-        precision: bf16
-        licence: apache-2.0
-        gated: false
-        files:
-          - role: diffusion_model
-            source: "hf:org/tiny@{'a' * 40}/{filename}"
-            folder: diffusion_models
-            format: bf16
-          - role: vae
-            source: "hf:org/tiny@{'a' * 40}/ae.safetensors"
-            folder: vae
-            format: fp32
-        expected:
-          - gpu: "NVIDIA GeForce RTX 5090"
-            resolution: 1536x1536
-            steps: 8
-            it_s: 4.23
-        """) + extra
+    expected = ('expected:\n  - gpu: "NVIDIA GeForce RTX 5090"\n    resolution: 1536x1536\n    steps: 8\n'
+                "    it_s: 4.23\n")
+    files = (("diffusion_model", filename, "diffusion_models", "bf16"), ("vae", "ae.safetensors", "vae", "fp32"))
+    return bundle_yaml(name, files, expected + extra)
 
 
 def test_targets_from_a_bundle_an_asset_and_a_file(models, tmp_path):

@@ -152,6 +152,16 @@ def write(path: Path, layout: dict[str, T], seed: int = 0) -> Path:
     return Path(path)
 
 
+def bundle_yaml(name: str, files: tuple[tuple[str, str, str, str], ...], tail: str = "") -> str:
+    """A user bundle over tiny test files: ``(role, file name, folder, format)`` each; ``tail`` appended."""
+    lines = [f"name: {name}", "title: Tiny test bundle", "family: z-image", "precision: bf16",
+             "licence: apache-2.0", "gated: false", "files:"]
+    for role, filename, folder, fmt in files:
+        lines += [f"  - role: {role}", f'    source: "hf:org/tiny@{"a" * 40}/{filename}"', f"    folder: {folder}",
+                  f"    format: {fmt}"]
+    return "\n".join(lines) + "\n" + tail
+
+
 # ----------------------------------------------------------------------------- text encoders
 
 TE_KINDS = ("qwen3", "mistral", "t5", "clip")

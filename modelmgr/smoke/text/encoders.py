@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import BadFileError
 from .. import deps
+from ..arch import Shapes, count_indexed, need_tensor
 from ..reader import ModelFile, load_all, open_model
 
 TOKENIZER_TENSORS = ("tokenizer_json", "spiece_model", "tekken_model")
@@ -36,8 +35,6 @@ TOKENIZER_TENSORS = ("tokenizer_json", "spiece_model", "tekken_model")
 
 KINDS = {"clip": "CLIP text model", "t5": "T5 encoder", "qwen3": "Qwen3", "mistral": "Mistral"}
 SUPPORTED = "CLIP-L, T5-XXL, Qwen3 and Mistral-Small-3 text encoders"
-
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -84,11 +81,11 @@ def open_encoder(path: Path) -> EncoderFile:
     kind = detect(shapes, model.name)
     if kind == "clip":
         vocab, layers = _need(shapes, "text_model.embeddings.token_embedding.weight", model.name)[0], \
-            _count(shapes, "text_model.encoder.layers")
+            count_indexed(shapes, "text_model.encoder.layers")
     elif kind == "t5":
-        vocab, layers = _need(shapes, "shared.weight", model.name)[0], _count(shapes, "encoder.block")
+        vocab, layers = _need(shapes, "shared.weight", model.name)[0], count_indexed(shapes, "encoder.block")
     else:
-        vocab, layers = _need(shapes, "model.embed_tokens.weight", model.name)[0], _count(shapes, "model.layers")
+        vocab, layers = _need(shapes, "model.embed_tokens.weight", model.name)[0], count_indexed(shapes, "model.layers")
     return EncoderFile(model, kind, shapes, vocab, layers)
 
 
@@ -107,16 +104,8 @@ def detect(shapes: Shapes, name: str) -> str:
     raise BadFileError(f"{name}: not a text encoder the smoke test runs ({SUPPORTED})")
 
 
-def _count(shapes: Shapes, prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    found = {int(m.group(1)) for k in shapes if (m := pattern.match(k))}
-    return max(found) + 1 if found else 0
-
-
 def _need(shapes: Shapes, key: str, name: str) -> tuple[int, ...]:
-    if key not in shapes:
-        raise BadFileError(f"{name}: tensor {key!r} is missing; not a complete text encoder")
-    return shapes[key]
+    return need_tensor(shapes, key, name, "text encoder")
 
 
 def _split(rows: int, head_dim: int, what: str, name: str) -> int:
