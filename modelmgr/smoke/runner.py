@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +78,31 @@ def settings_for(target: Target, options: Options, device: DeviceInfo) -> tuple[
     return width, height, steps
 
 
+@contextmanager
+def gpu_memory_guard(device: DeviceInfo, what: str):
+    """A CUDA out-of-memory inside becomes a UsageError that says what did not fit and what to try
+    (the smoke test asks for a model the GPU may simply be too small for: not a bug)."""
+    torch = deps.torch()
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        pass
+    else:
+        return
+    _free(device)
+    total = f" of {device.memory_bytes / 2**30:.0f} GiB" if device.memory_bytes else ""
+    raise UsageError(f"{device.label}: out of GPU memory{total} while {what}",
+                     "try a smaller variant (FP8, NVFP4, Q8_0), a lower --resolution, or free the GPU "
+                     "(nvidia-smi lists what holds it)")
+
+
 def encode_text(targets: list[Target], options: Options, device: DeviceInfo):
     """The text encoder's conditioning for ``targets`` (the first one that has encoders), on the CPU."""
     from . import text
 
-    return text.encode(targets, seed=options.seed, prompt=options.prompt, tokenizers=options.tokenizers,
-                       device=device.device)
+    with gpu_memory_guard(device, "running the text encoder"):
+        return text.encode(targets, seed=options.seed, prompt=options.prompt, tokenizers=options.tokenizers,
+                           device=device.device)
 
 
 def run_variant(target: Target, options: Options, device: DeviceInfo, text=None) -> VariantRun:
@@ -106,14 +126,16 @@ def run_variant(target: Target, options: Options, device: DeviceInfo, text=None)
         torch.zeros(1, device=device.device)  # CUDA context start-up is not the file's load time
         torch.cuda.synchronize(device.device)
         torch.cuda.reset_peak_memory_stats(device.device)
-    loaded = loader.load(model_file, device, act_mode=options.act_mode)
+    with gpu_memory_guard(device, f"loading {target.path.name}"):
+        loaded = loader.load(model_file, device, act_mode=options.act_mode)
     if text is None:
         cond = sampler.seeded_conditioning(loaded.arch, options.seed, device.device, loaded.dtype)
     else:
         text.check(loaded.arch, target.path.name)
         cond = text.to(device.device, loaded.dtype)
-    sample = sampler.sample(loaded.module, loaded.arch, cond, width=width, height=height, steps=steps,
-                            seed=options.seed, device=device.device, dtype=loaded.dtype)
+    with gpu_memory_guard(device, f"sampling {target.path.name} at {width}x{height}"):
+        sample = sampler.sample(loaded.module, loaded.arch, cond, width=width, height=height, steps=steps,
+                                seed=options.seed, device=device.device, dtype=loaded.dtype)
     peak = torch.cuda.max_memory_allocated(device.device) if device.is_gpu else None
     arch = loaded.arch
     result = SmokeResult(
@@ -128,8 +150,9 @@ def run_variant(target: Target, options: Options, device: DeviceInfo, text=None)
     del loaded, cond
     _free(device)
     if options.decode and target.vae is not None:
-        vae = vae_mod.load_vae(target.vae, device.device)
-        image = vae_mod.decode(vae, sample.latent, arch)
+        with gpu_memory_guard(device, f"decoding with {target.vae.name}"):
+            vae = vae_mod.load_vae(target.vae, device.device)
+            image = vae_mod.decode(vae, sample.latent, arch)
         result.picture = f"decoded with {target.vae.name}"
         del vae
         _free(device)

@@ -93,3 +93,23 @@ def test_vae_of_the_wrong_family_is_refused(models, cpu):
         run_variant(Target("f2", models["flux2"], vae=models["flux1-vae"]), OPTIONS, cpu)
     with pytest.raises(BadFileError, match="not a FLUX.1 or FLUX.2 VAE"):
         load_vae(models["flux1"], "cpu")
+
+
+def test_out_of_gpu_memory_is_a_clear_error_and_bench_goes_on(models, cpu, monkeypatch):
+    from modelmgr.errors import UsageError
+    from modelmgr.smoke import loader
+
+    real_load = loader.load
+
+    def load(model, device, **kw):
+        if model.name == models["flux1"].name:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_load(model, device, **kw)
+
+    monkeypatch.setattr(loader, "load", load)
+    with pytest.raises(UsageError) as err:
+        run_variant(Target("big", models["flux1"]), OPTIONS, cpu)
+    assert f"out of GPU memory while loading {models['flux1'].name}" in err.value.message
+    assert "smaller variant" in err.value.hint and "--resolution" in err.value.hint
+    report = run_bench([Target("small", models["z-image"]), Target("big", models["flux1"])], OPTIONS, cpu)
+    assert report.rows[0].error is None and "out of GPU memory" in report.rows[1].error
