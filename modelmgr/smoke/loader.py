@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BadFileError
 from . import deps
-from .arch import Architecture, detect
+from .arch import Architecture, detect, import_model_code
 from .gpu_info import DeviceInfo
 from .reader import LoadStats, ModelFile, load_all
 from .rowmap import apply_converter
@@ -72,7 +72,7 @@ def compute_dtype(model: ModelFile):
 def load(model: ModelFile, device: DeviceInfo, *, act_mode: str = "static") -> LoadedModel:
     """Load ``model`` onto ``device.device`` in its stored format (module docstring)."""
     torch = deps.torch("the smoke test")
-    deps.diffusers("the smoke test")
+    import_model_code()
     started = time.perf_counter()
     if model.inspection.role not in ("diffusion_model", "checkpoint"):
         raise BadFileError(f"{model.name}: the inspector sees a {model.inspection.role} "

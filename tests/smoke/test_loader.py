@@ -36,6 +36,7 @@ def test_converter_on_quantized_weights_equals_converter_on_dequantized(family, 
     plain = {k: (v.dequantize(torch.float32) if isinstance(v, QuantWeight) else v) for k, v in quantized.items()}
     arch = arch_mod.detect({"z-image": "z-image"}.get(family, family), {k: tuple(v.shape) for k, v in state.items()},
                            "t")
+    assert arch.class_name in arch_mod.MODEL_CLASSES  # imported before the load's clock starts
     ours = apply_converter(arch.convert_fn(), quantized, "t", arch.layouts)
     ref = apply_converter(arch.convert_fn(), plain, "t", arch.layouts)
     assert set(ours) == set(ref)
