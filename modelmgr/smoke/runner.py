@@ -78,6 +78,13 @@ def settings_for(target: Target, options: Options, device: DeviceInfo) -> tuple[
     return width, height, steps
 
 
+def select(device: DeviceInfo) -> None:
+    """Make ``device`` the current CUDA device: the Triton kernels (triton_kernels.py) launch on
+    the current device, so with ``--device cuda:1`` they must not run on GPU 0."""
+    if device.is_gpu:
+        deps.torch().cuda.set_device(device.device)
+
+
 @contextmanager
 def gpu_memory_guard(device: DeviceInfo, what: str):
     """A CUDA out-of-memory inside becomes a UsageError that says what did not fit and what to try
@@ -100,6 +107,7 @@ def encode_text(targets: list[Target], options: Options, device: DeviceInfo):
     """The text encoder's conditioning for ``targets`` (the first one that has encoders), on the CPU."""
     from . import text
 
+    select(device)
     with gpu_memory_guard(device, "running the text encoder"):
         return text.encode(targets, seed=options.seed, prompt=options.prompt, tokenizers=options.tokenizers,
                            device=device.device)
@@ -117,6 +125,7 @@ def run_variant(target: Target, options: Options, device: DeviceInfo, text=None)
     torch = deps.torch("the smoke test")
     deps.diffusers("the smoke test")
     width, height, steps = settings_for(target, options, device)
+    select(device)
     if text is None and options.wants_text_encoder:
         text = encode_text([target], options, device)
     model_file = open_model(target.path)
