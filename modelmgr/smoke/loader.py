@@ -10,7 +10,7 @@ Steps, each checked with a one-line error naming the file:
 4. the model is built on the meta device and filled: quantized weights replace their
    ``nn.Linear`` with a format layer (native matmul where the GPU has one, dequantized otherwise),
    plain tensors are assigned in the compute dtype. Nothing may be left missing or unused;
-5. on a GPU, diffusers' multi-kernel RMSNorm and FLUX's rotary embedding run as one fused kernel
+5. on a GPU, diffusers' multi-kernel RMSNorm and rotary embeddings run as one fused kernel
    each (fused_norm.py, fused_rope.py): the same arithmetic, a fraction of the memory traffic.
 
 Calibrated ``input_scale`` / ``scale_input`` tensors in a file are not used: FP8 layers calibrate

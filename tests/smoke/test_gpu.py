@@ -111,3 +111,17 @@ def test_fused_rope_matches_diffusers(cuda):
         assert got.shape == x.shape and got.dtype == x.dtype
         assert _rel(got, want) < 4e-3, shape
     assert triton_kernels.status()["rope"]["path"] == "triton"
+
+
+def test_fused_complex_rope_matches_zimage_arithmetic(cuda):
+    from modelmgr.smoke.fused_rope import rotate_complex
+
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    x = torch.randn(1, 300, 30, 128, generator=gen, device="cuda").to(torch.bfloat16)
+    angles = torch.rand(1, 300, 64, generator=gen, device="cuda") * 6.3
+    freqs = torch.polar(torch.ones_like(angles), angles)
+    want = torch.view_as_real(torch.view_as_complex(x.float().reshape(1, 300, 30, 64, 2)) * freqs.unsqueeze(2))
+    got = rotate_complex(x, freqs)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    assert _rel(got, want.flatten(3).to(torch.bfloat16)) < 4e-3
+    assert torch.equal(rotate_complex(x, freqs), got)  # the cached tables give the same
