@@ -16,21 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _median_ms(fn, reps: int = 30) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(begin.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+from profile_step import median_ms  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def main() -> int:
@@ -65,7 +51,7 @@ def main() -> int:
                                ("rms_norm", lambda: norm(x), lambda: fused_norm(x))):
         want, got = eager(), fused()
         err = float((got.float() - want.float()).norm() / want.float().norm())
-        e_ms, f_ms = _median_ms(eager), _median_ms(fused)
+        e_ms, f_ms = median_ms(eager), median_ms(fused)
         rows.append({"kernel": name, "eager_ms": round(e_ms, 4), "fused_ms": round(f_ms, 4),
                      "speedup": round(e_ms / f_ms, 2), "fused_gb_s": round(moved / f_ms / 1e6, 1),
                      "rel_err": err})

@@ -97,7 +97,7 @@ def profile_file(path: Path, width: int, height: int, device: str) -> dict:
     return out
 
 
-def _bench(fn, reps: int = 20) -> float:
+def median_ms(fn, reps: int = 20) -> float:
     """Median milliseconds of ``fn`` (device events), after warm-up."""
     import torch
 
@@ -130,13 +130,13 @@ def micro(tokens: int, dim: int, hidden: int, heads: int, device: str) -> dict:
         a = torch.randn(tokens, k, device=device, generator=gen, dtype=torch.bfloat16)
         w = torch.randn(n, k, device=device, generator=gen, dtype=torch.bfloat16) / k ** 0.5
         flops = 2 * tokens * k * n
-        bf16 = _bench(lambda: F.linear(a, w))
+        bf16 = median_ms(lambda: F.linear(a, w))
         aq, wq = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
         one = torch.ones((), device=device)
-        fp8 = _bench(lambda: torch._scaled_mm(aq, wq.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+        fp8 = median_ms(lambda: torch._scaled_mm(aq, wq.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
                                               use_fast_accum=True))
         inv = torch.ones(1, device=device)
-        quant = _bench(lambda: act_kernel.quantize(a, inv))
+        quant = median_ms(lambda: act_kernel.quantize(a, inv))
         out["gemm"].append({"shape": label, "k": k, "n": n, "bf16_ms": round(bf16, 3), "fp8_ms": round(fp8, 3),
                             "quant_ms": round(quant, 3), "bf16_tflops": round(flops / bf16 / 1e9, 1),
                             "fp8_tflops": round(flops / fp8 / 1e9, 1)})
@@ -147,11 +147,11 @@ def micro(tokens: int, dim: int, hidden: int, heads: int, device: str) -> dict:
                           ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
         try:
             with sdpa_kernel([backend]):
-                ms = _bench(lambda: F.scaled_dot_product_attention(q, k, v))
+                ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))
             out["attention"][name] = {"ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1)}
         except RuntimeError as err:
             out["attention"][name] = {"error": str(err)[:160]}
-    ms = _bench(lambda: F.scaled_dot_product_attention(q, k, v))
+    ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))
     out["attention"]["default"] = {"ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1)}
     return out
 
