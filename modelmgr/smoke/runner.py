@@ -82,7 +82,8 @@ def select(device: DeviceInfo) -> None:
     """Make ``device`` the current CUDA device: the Triton kernels (triton_kernels.py) launch on
     the current device, so with ``--device cuda:1`` they must not run on GPU 0."""
     if device.is_gpu:
-        deps.torch().cuda.set_device(device.device)
+        torch = deps.torch()
+        torch.cuda.set_device(torch.device(device.device).index or 0)
 
 
 @contextmanager
