@@ -17,6 +17,9 @@ The pieces, each small:
   comfy-kitchen NVFP4, on-the-fly dequantization);
 * :mod:`.rowmap` and :mod:`.arch` — diffusers' model classes and single-file key converters,
   config inferred from tensor shapes, applied to quantized weights without dequantizing them;
+* :mod:`.fused_norm` and :mod:`.fused_rope` — diffusers' RMSNorm and rotary embeddings as one
+  Triton kernel each on a GPU (same arithmetic; eager they were 30–45 % of a step), built and
+  reported through :mod:`.triton_kernels`;
 * :mod:`.loader` — file → module on the device; :mod:`.sampler` — the flow-matching loop and its
   timing; :mod:`.vae` and :mod:`.png` — the picture; :mod:`.runner`, :mod:`.results` and
   :mod:`.bench` (+ :mod:`.quality`, :mod:`.report_html`) — the two commands; :mod:`.quantize` and
