@@ -62,7 +62,8 @@ def _fused(x, cos, sin, sequence_dim: int):
         return None
     seq, width = x.shape[sequence_dim], x.shape[-1]
     half = width // 2
-    if (x.dtype not in (torch.bfloat16, torch.float16) or width % 2 or half & (half - 1)
+    if (x.dtype not in (torch.bfloat16, torch.float16) or x.numel() == 0 or width < 2 or width % 2
+            or half & (half - 1)
             or cos.dtype != torch.float32 or sin.dtype != torch.float32
             or tuple(cos.shape) != (seq, width) or tuple(sin.shape) != (seq, width)):
         return None
