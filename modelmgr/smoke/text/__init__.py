@@ -106,15 +106,12 @@ def provider(targets: list):
 
 
 def family_of(path: Path) -> str:
-    """The diffusion model's family from its header (as arch.detect reads it)."""
+    """The diffusion model's family from its header, as arch.detect decides it."""
+    from ..arch import smoke_family
     from ..reader import open_model
 
     model = open_model(path)
-    family = model.inspection.family
-    names = {e.name for e in model.header.tensors}
-    if family == "lumina2" and {"x_pad_token", "cap_pad_token"} <= names:
-        return "z-image"  # a NextDiT narrower than Z-Image's 3840 (arch.detect does the same)
-    return family or ""
+    return smoke_family(model.inspection.family, {e.name for e in model.header.tensors}) or ""
 
 
 def recipe(family: str, encoders: list[EncoderFile]) -> list[tuple[EncoderFile, Use]]:
