@@ -57,16 +57,20 @@ QWEN3_4B = dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, 
 
 
 def text_encoder_layout(tiny: bool) -> dict[str, T]:
-    """Qwen3 in ComfyUI's key layout (``model.*``), shapes from transformers' own class."""
+    """Qwen3 in ComfyUI's key layout (``model.*``), shapes from transformers' own class: Qwen3-4B,
+    or with ``tiny`` the tests' tiny Qwen3 (its width matches the tiny Z-Image's captions)."""
     import torch
     import transformers
 
-    sizes = QWEN3_4B if not tiny else dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                           num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                           vocab_size=512)
+    from tests.smoke.tiny import comfy_text_encoder_state, text_encoder_module
+
     with torch.device("meta"):
-        module = transformers.Qwen3Model(transformers.Qwen3Config(**sizes))
-    return {f"model.{k}": T("BF16", tuple(v.shape)) for k, v in module.state_dict().items()}
+        if tiny:
+            state = comfy_text_encoder_state("qwen3", text_encoder_module("qwen3"))
+        else:
+            state = {f"model.{k}": v for k, v in
+                     transformers.Qwen3Model(transformers.Qwen3Config(**QWEN3_4B)).state_dict().items()}
+    return {k: T("BF16", tuple(v.shape)) for k, v in state.items()}
 
 
 def tiny_layout(model: str) -> dict[str, T]:
