@@ -94,7 +94,7 @@ def gpu_memory_guard(device: DeviceInfo, what: str):
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        pass
+        pass  # handled below, outside the handler, so the error's frames (and tensors) are released first
     else:
         return
     _free(device)
