@@ -144,7 +144,8 @@ def config(enc: EncoderFile, layers: int):
         return tf.T5Config(
             vocab_size=enc.vocab, d_model=_need(s, "shared.weight", name)[1], num_layers=layers, num_heads=heads,
             d_kv=inner // heads, d_ff=ff, feed_forward_proj="gated-gelu" if gated else "relu",
-            relative_attention_num_buckets=bias[0], relative_attention_max_distance=128, layer_norm_epsilon=1e-6, is_encoder_decoder=False, use_cache=False)
+            relative_attention_num_buckets=bias[0], relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
+            is_encoder_decoder=False, use_cache=False)
     hidden = _need(s, "model.embed_tokens.weight", name)[1]
     q_rows = _need(s, "model.layers.0.self_attn.q_proj.weight", name)[0]
     k_rows = _need(s, "model.layers.0.self_attn.k_proj.weight", name)[0]
